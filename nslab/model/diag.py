@@ -1,0 +1,39 @@
+"""Collects every problem found in a topology, each addressed by its YAML path and line."""
+
+import difflib
+
+from ..errors import TopologyError
+
+
+def dotted(path) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+class Diagnostics:
+    def __init__(self, source):
+        self.source = source
+        self.problems: list[tuple[int, str]] = []
+
+    def error(self, path: tuple, message: str, fix: str = "") -> None:
+        line = self.source.line(tuple(path))
+        where = f"{self.source.filename}:{line}" if line else self.source.filename
+        text = f"{where}: {dotted(path)}: {message}" if path else f"{where}: {message}"
+        if fix:
+            text += f" ({fix})"
+        self.problems.append((line or 0, text))
+
+    def unknown_keys(self, path: tuple, mapping: dict, allowed) -> None:
+        for key in mapping:
+            if key in allowed:
+                continue
+            close = difflib.get_close_matches(str(key), list(allowed), n=1)
+            hint = f"did you mean '{close[0]}'?" if close else "allowed: " + ", ".join(sorted(allowed))
+            self.error(path + (key,), "unknown key", hint)
+
+    def stop_if_any(self) -> None:
+        """Raise every problem at once, in file order."""
+        if self.problems:
+            raise TopologyError([text for _, text in sorted(self.problems, key=lambda p: p[0])])

@@ -1,0 +1,115 @@
+"""The topology as declared: frozen dataclasses, no kernel knowledge."""
+
+from dataclasses import dataclass, field
+from enum import Enum
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+
+
+class Forward(str, Enum):
+    """How a director hands a request to a real server (LVS forwarding method)."""
+
+    NAT = "nat"
+    DR = "dr"
+    TUN = "tun"
+
+
+# The schedulers the kernel's IPVS ships (net/netfilter/ipvs/ip_vs_*.c).
+SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh", "twos")
+APPS = ("http", "echo")
+PROTOCOLS = ("tcp", "udp")
+
+
+@dataclass(frozen=True)
+class Interface:
+    name: str
+    addresses: tuple[IPv4Interface, ...] = ()
+    switch: str | None = None
+    peer: tuple[str, str] | None = None  # (node, interface) of a direct link
+    mac: str | None = None
+
+
+@dataclass(frozen=True)
+class Route:
+    to: IPv4Network
+    via: IPv4Address | None = None
+    dev: str | None = None
+    origin: tuple = field(default=(), compare=False, repr=False)  # YAML path, for messages
+
+    @property
+    def is_default(self) -> bool:
+        return self.to.prefixlen == 0
+
+
+@dataclass(frozen=True)
+class Nat:
+    """Masquerade (SNAT to the interface's address) traffic leaving `out`."""
+
+    out: str
+    source: IPv4Network | None = None
+
+
+@dataclass(frozen=True)
+class App:
+    kind: str  # one of APPS
+    port: int | None = None  # None: the port of the service it serves, else 80 (http) / 7 (echo)
+    protocol: str = "tcp"
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    interfaces: tuple[Interface, ...] = ()
+    routes: tuple[Route, ...] = ()
+    forward: bool | None = None  # None: derived (a NAT director forwards)
+    sysctls: tuple[tuple[str, str], ...] = ()
+    nat: tuple[Nat, ...] = ()
+    exec: tuple[tuple[str, ...], ...] = ()
+    app: App | None = None
+
+    def interface(self, name: str) -> Interface | None:
+        return next((i for i in self.interfaces if i.name == name), None)
+
+    @property
+    def gateway(self) -> IPv4Address | None:
+        return next((r.via for r in self.routes if r.is_default), None)
+
+
+@dataclass(frozen=True)
+class RealServer:
+    node: str
+    weight: int = 1
+    address: IPv4Address | None = None  # None: derived from the topology
+    port: int | None = None  # None: the service's port
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    director: str
+    vip: IPv4Address
+    port: int
+    protocol: str = "tcp"
+    scheduler: str = "rr"
+    forward: Forward = Forward.NAT
+    persistence: int | None = None
+    real_servers: tuple[RealServer, ...] = ()
+    arp_tuning: bool = True  # DR/TUN: arp_ignore=1, arp_announce=2 on real servers
+    rp_filter_relax: bool = True  # TUN: rp_filter 0 on real servers so decapsulated packets pass
+    vip_interface: str | None = None  # the director interface that holds the VIP; None: derived
+
+
+@dataclass(frozen=True)
+class Topology:
+    name: str
+    nodes: tuple[Node, ...]
+    switches: tuple[str, ...] = ()
+    services: tuple[Service, ...] = ()
+    description: str = ""
+    source: str = field(default="<string>", compare=False)
+    text: str = field(default="", compare=False, repr=False)  # the YAML it came from, kept in the lab's state
+
+    def node(self, name: str) -> Node:
+        return next(n for n in self.nodes if n.name == name)
+
+    def has_node(self, name: str) -> bool:
+        return any(n.name == name for n in self.nodes)

@@ -1,0 +1,190 @@
+"""One small frozen dataclass per kernel change; each prints itself as the commands a student would type."""
+
+import shlex
+import sys
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Action:
+    ns: str  # the namespace the change happens in
+    reason: str = field(default="", compare=False)
+
+    def argvs(self) -> list[list[str]]:
+        raise NotImplementedError
+
+    def commands(self) -> list[str]:
+        return [shlex.join(a) for a in self.argvs()]
+
+
+def _ip(ns, *words):
+    return ["ip", "-n", ns, *words]
+
+
+@dataclass(frozen=True)
+class AddNetns(Action):
+    """A namespace, marked as ours by an alias on its lo (read back before anything deletes it)."""
+
+    mark: str = ""
+
+    def argvs(self):
+        return [["ip", "netns", "add", self.ns], _ip(self.ns, "link", "set", "lo", "alias", self.mark),
+                _ip(self.ns, "link", "set", "lo", "up")]
+
+
+@dataclass(frozen=True)
+class Sysctls(Action):
+    values: tuple[tuple[str, str], ...] = ()
+    optional: bool = False  # the keys may not exist on every kernel (e.g. bridge-nf-call-*)
+
+    def argvs(self):
+        return [["ip", "netns", "exec", self.ns, "sysctl", "-q", "-w", *(f"{k}={v}" for k, v in self.values)]]
+
+
+@dataclass(frozen=True)
+class AddBridge(Action):
+    name: str = ""
+
+    def argvs(self):
+        return [_ip(self.ns, "link", "add", self.name, "type", "bridge"), _ip(self.ns, "link", "set", self.name, "up")]
+
+
+@dataclass(frozen=True)
+class AddVeth(Action):
+    """A veth pair: `name` stays in ns, `peer` is moved into peer_ns; both come up."""
+
+    name: str = ""
+    peer_ns: str = ""
+    peer: str = ""
+    master: str | None = None  # bridge in ns that `name` joins
+    peer_mac: str | None = None
+
+    def argvs(self):
+        out = [_ip(self.ns, "link", "add", self.name, "type", "veth", "peer", "name", self.peer,
+                   "netns", self.peer_ns)]
+        if self.peer_mac:
+            out.append(_ip(self.peer_ns, "link", "set", self.peer, "address", self.peer_mac))
+        if self.master:
+            out.append(_ip(self.ns, "link", "set", self.name, "master", self.master))
+        out.append(_ip(self.ns, "link", "set", self.name, "up"))
+        out.append(_ip(self.peer_ns, "link", "set", self.peer, "up"))
+        return out
+
+
+@dataclass(frozen=True)
+class AddTunnel(Action):
+    """tunl0, the ipip fallback device: receives IP-in-IP from any source (LVS TUN)."""
+
+    name: str = "tunl0"
+
+    def argvs(self):
+        return [["ip", "netns", "exec", self.ns, "modprobe", "ipip"], _ip(self.ns, "link", "set", self.name, "up")]
+
+
+@dataclass(frozen=True)
+class AddAddress(Action):
+    dev: str = ""
+    cidr: str = ""
+
+    def argvs(self):
+        return [_ip(self.ns, "addr", "add", self.cidr, "dev", self.dev)]
+
+
+@dataclass(frozen=True)
+class AddRoute(Action):
+    to: str = ""  # "default" or a prefix
+    via: str | None = None
+    dev: str | None = None
+
+    def argvs(self):
+        words = ["route", "add", self.to]
+        if self.via:
+            words += ["via", self.via]
+        if self.dev:
+            words += ["dev", self.dev]
+        return [_ip(self.ns, *words)]
+
+
+@dataclass(frozen=True)
+class Masquerade(Action):
+    """SNAT traffic leaving `out` to out's own address (nftables)."""
+
+    out: str = ""
+    source: str | None = None
+
+    TABLE = "nslab"
+
+    def argvs(self):
+        nft = ["ip", "netns", "exec", self.ns, "nft"]
+        match = ["ip", "saddr", self.source] if self.source else []
+        return [nft + ["add", "table", "ip", self.TABLE],
+                nft + ["add", "chain", "ip", self.TABLE, "postrouting",
+                       "{ type nat hook postrouting priority srcnat ; policy accept ; }"],
+                nft + ["add", "rule", "ip", self.TABLE, "postrouting", *match, "oifname", self.out, "masquerade"]]
+
+
+@dataclass(frozen=True)
+class IpvsService(Action):
+    protocol: str = "tcp"
+    vip: str = ""
+    port: int = 0
+    scheduler: str = "rr"
+    persistence: int | None = None
+
+    def argvs(self):
+        flag = "-t" if self.protocol == "tcp" else "-u"
+        words = ["ipvsadm", "-A", flag, f"{self.vip}:{self.port}", "-s", self.scheduler]
+        if self.persistence:
+            words += ["-p", str(self.persistence)]
+        return [["ip", "netns", "exec", self.ns, *words]]
+
+
+@dataclass(frozen=True)
+class IpvsDest(Action):
+    protocol: str = "tcp"
+    vip: str = ""
+    port: int = 0
+    rip: str = ""
+    rport: int = 0
+    weight: int = 1
+    method: str = "nat"  # nat | dr | tun: the caller always names it (see kernel/ipvs.py)
+
+    FLAGS = {"nat": "-m", "dr": "-g", "tun": "-i"}
+
+    def argvs(self):
+        flag = "-t" if self.protocol == "tcp" else "-u"
+        return [["ip", "netns", "exec", self.ns, "ipvsadm", "-a", flag, f"{self.vip}:{self.port}",
+                 "-r", f"{self.rip}:{self.rport}", self.FLAGS[self.method], "-w", str(self.weight)]]
+
+
+@dataclass(frozen=True)
+class StartApp(Action):
+    """A built-in server (nslab.apps.*) started inside the node and recorded in the state."""
+
+    node: str = ""
+    kind: str = "http"
+    port: int = 80
+    protocol: str = "tcp"
+
+    def app_argv(self) -> list[str]:
+        argv = [sys.executable, "-m", f"nslab.apps.{self.kind}", "--name", self.node, "--port", str(self.port)]
+        if self.kind == "echo":
+            argv += ["--protocol", self.protocol]
+        return argv
+
+    def argvs(self):
+        return [["ip", "netns", "exec", self.ns, "python3", *self.app_argv()[1:]]]
+
+    def commands(self):
+        return [c + " &" for c in super().commands()]
+
+
+@dataclass(frozen=True)
+class Exec(Action):
+    """A start-up command from the topology's `exec:`; run once, when the lab is first built."""
+
+    argv: tuple[str, ...] = ()
+    node: str = ""
+
+    def argvs(self):
+        return [["ip", "netns", "exec", self.ns, *self.argv]]

@@ -1,0 +1,35 @@
+"""How a lab's kernel objects are named: the one place that knows the naming scheme."""
+
+import zlib
+
+MARK_PREFIX = "nslab"
+
+
+def fabric_ns(lab: str) -> str:
+    """The namespace that holds a lab's switches (bridges) and the switch side of every veth."""
+    return f"{lab}-fabric"
+
+
+def node_ns(lab: str, node: str) -> str:
+    return f"{lab}-{node}"
+
+
+def mark(lab: str, role: str) -> str:
+    """The alias set on lo of every namespace nslab creates: proof of ownership for `down`."""
+    return f"{MARK_PREFIX}:{lab}:{role}"
+
+
+def parse_mark(text: str | None):
+    """(lab, role) from a mark, or None if the text isn't one of ours."""
+    parts = (text or "").split(":")
+    if len(parts) == 3 and parts[0] == MARK_PREFIX and all(parts[1:]):
+        return parts[1], parts[2]
+    return None
+
+
+def bridge_port(node: str, ifname: str) -> str:
+    """The switch-side veth name in the fabric: node-ifname when it fits IFNAMSIZ, else a stable hash."""
+    name = f"{node}-{ifname}"
+    if len(name) <= 15:
+        return name
+    return f"{node[:6]}-{zlib.crc32(name.encode()):08x}"

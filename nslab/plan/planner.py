@@ -1,0 +1,211 @@
+"""Topology -> the ordered list of kernel actions that builds it, each with its reason (pure)."""
+
+from ..model import checks
+from ..model.schema import Forward, Topology
+from . import names
+from .actions import (AddAddress, AddBridge, AddNetns, AddRoute, AddTunnel, AddVeth, Exec, IpvsDest,
+                      IpvsService, Masquerade, StartApp, Sysctls)
+
+DEFAULT_PORTS = {"http": 80, "echo": 7}
+
+
+class _Sysctls:
+    """Per-namespace sysctl values; a later layer (derived, then the user's) overrides an earlier one,
+    so every key is set once, to its final value, and `up` twice changes nothing."""
+
+    def __init__(self):
+        self.values: dict[str, dict[str, tuple[str, str]]] = {}
+
+    def put(self, ns, key, value, reason):
+        self.values.setdefault(ns, {})[key] = (str(value), reason)
+
+    def actions(self, ns, interface_keys: bool):
+        """Grouped by reason, in first-seen order; interface keys (conf.<ifname>.*) only after links."""
+        groups: dict[str, list] = {}
+        for key, (value, reason) in self.values.get(ns, {}).items():
+            if _is_interface_key(key) == interface_keys:
+                groups.setdefault(reason, []).append((key, value))
+        return [Sysctls(ns, reason=reason, values=tuple(kv)) for reason, kv in groups.items()]
+
+
+def _is_interface_key(key: str) -> bool:
+    parts = key.split(".")
+    return len(parts) > 3 and parts[2] == "conf" and parts[3] not in ("all", "default")
+
+
+def plan(topo: Topology) -> list:
+    lab = topo.name
+    fab = names.fabric_ns(lab)
+    sysctl = _Sysctls()
+    out = [AddNetns(fab, mark=names.mark(lab, "fabric"),
+                    reason="the lab's switches live in a namespace of their own, never in the host's")]
+    out += [Sysctls(fab, reason="no IPv6 chatter (router solicitations, MLD) on the lab's links",
+                    values=(("net.ipv6.conf.all.disable_ipv6", "1"), ("net.ipv6.conf.default.disable_ipv6", "1"))),
+            Sysctls(fab, optional=True, reason="bridges hand frames to netfilter only if br_netfilter says so: "
+                    "keep the switches plain L2",
+                    values=(("net.bridge.bridge-nf-call-iptables", "0"), ("net.bridge.bridge-nf-call-arptables", "0")))]
+    out += [AddBridge(fab, name=sw, reason=f"switch '{sw}': one Linux bridge per L2 segment") for sw in topo.switches]
+
+    for node in topo.nodes:
+        ns = names.node_ns(lab, node.name)
+        _baseline(sysctl, ns, node)
+    for svc in topo.services:
+        _derive_service_sysctls(topo, svc, sysctl)
+    for node in topo.nodes:
+        ns = names.node_ns(lab, node.name)
+        for key, value in node.sysctls:
+            sysctl.put(ns, key, value, f"set by hand in nodes.{node.name}.sysctls")
+
+    for node in topo.nodes:
+        ns = names.node_ns(lab, node.name)
+        out.append(AddNetns(ns, mark=names.mark(lab, node.name), reason=f"node '{node.name}': its own network stack"))
+        out += sysctl.actions(ns, interface_keys=False)
+    out += _links(topo)
+    for node in topo.nodes:
+        ns = names.node_ns(lab, node.name)
+        for iface in node.interfaces:
+            out += [AddAddress(ns, dev=iface.name, cidr=str(a), reason=f"{node.name}:{iface.name} is {a.ip} on "
+                               f"{a.network}") for a in iface.addresses]
+    out += _service_addresses(topo)
+    for node in topo.nodes:
+        ns = names.node_ns(lab, node.name)
+        out += sysctl.actions(ns, interface_keys=True)
+        for r in node.routes:
+            to = "default" if r.is_default else str(r.to)
+            why = (f"{node.name} sends what it has no closer route for to {r.via}" if r.is_default
+                   else f"{node.name} reaches {r.to} " + (f"through next hop {r.via}" if r.via else f"on {r.dev}"))
+            out.append(AddRoute(ns, to=to, via=str(r.via) if r.via else None, dev=r.dev, reason=why))
+        for nat in node.nat:
+            out.append(Masquerade(ns, out=nat.out, source=str(nat.source) if nat.source else None,
+                                  reason=f"SNAT: packets leaving {node.name}:{nat.out} get its address as source"))
+    out += _ipvs(topo)
+    out += _apps(topo)
+    for node in topo.nodes:
+        ns = names.node_ns(lab, node.name)
+        out += [Exec(ns, argv=argv, node=node.name, reason=f"nodes.{node.name}.exec") for argv in node.exec]
+    return out
+
+
+def _baseline(sysctl, ns, node):
+    why = "set explicitly so the lab behaves the same on any host (a new namespace inherits the host's values)"
+    forward = bool(node.forward)
+    sysctl.put(ns, "net.ipv4.ip_forward", int(forward),
+               f"{node.name} {'routes' if forward else 'does not route'} packets between its interfaces"
+               if node.forward is not None else why)
+    for scope in ("all", "default"):
+        sysctl.put(ns, f"net.ipv4.conf.{scope}.rp_filter", 0, why)
+        sysctl.put(ns, f"net.ipv4.conf.{scope}.arp_ignore", 0, why)
+        sysctl.put(ns, f"net.ipv4.conf.{scope}.arp_announce", 0, why)
+    if not any(a.version == 6 for i in node.interfaces for a in i.addresses):
+        for scope in ("all", "default"):
+            sysctl.put(ns, f"net.ipv6.conf.{scope}.disable_ipv6", 1,
+                       "no IPv6 in this lab: captures hold only the lab's own traffic")
+
+
+def _derive_service_sysctls(topo, svc, sysctl):
+    lab = topo.name
+    director = topo.node(svc.director)
+    if svc.forward is Forward.NAT and director.forward is None:
+        sysctl.put(names.node_ns(lab, svc.director), "net.ipv4.ip_forward", 1,
+                   f"LVS NAT: {svc.director} forwards requests to real servers and replies back to clients")
+    if svc.forward is Forward.NAT:
+        return
+    for rs in svc.real_servers:
+        ns = names.node_ns(lab, rs.node)
+        if svc.arp_tuning:
+            why = (f"{svc.forward.value.upper()}: {rs.node} holds the VIP too but must not answer ARP for it "
+                   "(arp_ignore=1) nor announce it (arp_announce=2), or the router would send clients to it")
+            node = topo.node(rs.node)
+            for scope in ["all"] + [i.name for i in node.interfaces if i.name != "lo"]:
+                sysctl.put(ns, f"net.ipv4.conf.{scope}.arp_ignore", 1, why)
+                sysctl.put(ns, f"net.ipv4.conf.{scope}.arp_announce", 2, why)
+        if svc.forward is Forward.TUN and svc.rp_filter_relax:
+            why = (f"TUN: the decapsulated packet (client -> VIP) arrives on tunl0, which has no route back "
+                   f"to the client: rp_filter must not drop it on {rs.node}")
+            for scope in ("all", "tunl0"):
+                sysctl.put(ns, f"net.ipv4.conf.{scope}.rp_filter", 0, why)
+
+
+def _links(topo):
+    lab = topo.name
+    fab = names.fabric_ns(lab)
+    out, done = [], set()
+    for node in topo.nodes:
+        ns = names.node_ns(lab, node.name)
+        for iface in node.interfaces:
+            if iface.switch:
+                out.append(AddVeth(fab, name=names.bridge_port(node.name, iface.name), peer_ns=ns, peer=iface.name,
+                                   master=iface.switch, peer_mac=iface.mac,
+                                   reason=f"cable from {node.name}:{iface.name} to switch '{iface.switch}'"))
+            elif iface.peer:
+                pair = frozenset([(node.name, iface.name), iface.peer])
+                if pair in done:
+                    continue
+                done.add(pair)
+                pnode, pif = iface.peer
+                out.append(AddVeth(ns, name=iface.name, peer_ns=names.node_ns(lab, pnode), peer=pif,
+                                   peer_mac=topo.node(pnode).interface(pif).mac,
+                                   reason=f"direct cable {node.name}:{iface.name} <-> {pnode}:{pif}"))
+    return out
+
+
+def _service_addresses(topo):
+    lab = topo.name
+    out = []
+    for svc in topo.services:
+        dns = names.node_ns(lab, svc.director)
+        dif = checks.director_vip_interface(topo, svc)
+        director = topo.node(svc.director)
+        if svc.vip not in checks.node_addresses(director):
+            out.append(AddAddress(dns, dev=dif, cidr=f"{svc.vip}/32",
+                                  reason=f"service '{svc.name}': the director answers for the VIP on {dif}"))
+        for rs in svc.real_servers:
+            ns = names.node_ns(lab, rs.node)
+            if svc.forward is Forward.DR:
+                out.append(AddAddress(ns, dev="lo", cidr=f"{svc.vip}/32",
+                                      reason=f"DR: {rs.node} accepts packets for the VIP (hidden on lo) and "
+                                      "replies from it straight to the client"))
+            elif svc.forward is Forward.TUN:
+                out.append(AddTunnel(ns, reason=f"TUN: {rs.node} unwraps IP-in-IP packets from the director"))
+                out.append(AddAddress(ns, dev="tunl0", cidr=f"{svc.vip}/32",
+                                      reason=f"TUN: the inner packet is for the VIP; {rs.node} holds it on tunl0"))
+    return out
+
+
+def _ipvs(topo):
+    out = []
+    for svc in topo.services:
+        ns = names.node_ns(topo.name, svc.director)
+        out.append(IpvsService(ns, protocol=svc.protocol, vip=str(svc.vip), port=svc.port, scheduler=svc.scheduler,
+                               persistence=svc.persistence,
+                               reason=f"service '{svc.name}': {svc.director} balances {svc.vip}:{svc.port} "
+                               f"with {svc.scheduler}"))
+        for rs in svc.real_servers:
+            rip = checks.real_server_address(topo, svc, rs)
+            out.append(IpvsDest(ns, protocol=svc.protocol, vip=str(svc.vip), port=svc.port, rip=str(rip),
+                                rport=rs.port or svc.port, weight=rs.weight, method=svc.forward.value,
+                                reason=f"{rs.node} ({rip}) serves '{svc.name}' by "
+                                f"{svc.forward.value.upper()}, weight {rs.weight}"))
+    return out
+
+
+def app_port(topo, node):
+    """The port a node's app listens on: set by hand, else the service it serves, else the app's usual."""
+    if node.app.port:
+        return node.app.port, node.app.protocol
+    for svc in topo.services:
+        for rs in svc.real_servers:
+            if rs.node == node.name:
+                return rs.port or svc.port, svc.protocol
+    return DEFAULT_PORTS[node.app.kind], node.app.protocol
+
+
+def _apps(topo):
+    out = []
+    for node in topo.nodes:
+        if node.app:
+            port, proto = app_port(topo, node)
+            out.append(StartApp(names.node_ns(topo.name, node.name), node=node.name, kind=node.app.kind, port=port,
+                                protocol=proto if node.app.kind == "echo" else "tcp",
+                                reason=f"built-in {node.app.kind} server on {node.name}, answering with its name"))
+    return out

@@ -1,0 +1,74 @@
+"""Planning: the shipped topologies give a stable, complete plan that a student can replay."""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from nslab import model
+from nslab.plan import planner
+from nslab.plan.actions import AddAddress, AddNetns, AddRoute, AddVeth
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+GOLDEN = ROOT / "tests" / "golden" / "plans"
+TOPOLOGIES = sorted(p for p in (ROOT / "topologies").glob("*.yaml"))
+
+
+def render(path):
+    out = subprocess.run([sys.executable, "-m", "nslab.cli", "plan", str(path.relative_to(ROOT))], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+@pytest.mark.parametrize("path", TOPOLOGIES, ids=lambda p: p.stem)
+def test_plan_matches_golden(path):
+    """Regenerate after an intended change with NSLAB_UPDATE_GOLDEN=1."""
+    text = render(path)
+    golden = GOLDEN / f"{path.stem}.txt"
+    if os.environ.get("NSLAB_UPDATE_GOLDEN") == "1":
+        golden.write_text(text)
+    assert golden.exists(), f"no golden plan for {path.name}: run with NSLAB_UPDATE_GOLDEN=1"
+    assert text == golden.read_text()
+
+
+@pytest.mark.parametrize("path", TOPOLOGIES, ids=lambda p: p.stem)
+def test_plan_is_complete(path):
+    topo = model.load(str(path))
+    actions = planner.plan(topo)
+    created = {a.ns for a in actions if isinstance(a, AddNetns)}
+    assert created == {f"{topo.name}-{n.name}" for n in topo.nodes} | {f"{topo.name}-fabric"}
+    for node in topo.nodes:
+        ns = f"{topo.name}-{node.name}"
+        for iface in node.interfaces:
+            for a in iface.addresses:
+                assert AddAddress(ns, dev=iface.name, cidr=str(a)) in actions
+            if iface.switch:
+                assert any(isinstance(x, AddVeth) and x.peer_ns == ns and x.peer == iface.name for x in actions)
+        assert sum(isinstance(a, AddRoute) and a.ns == ns for a in actions) == len(node.routes)
+    assert all(a.reason for a in actions), "every step says why"
+    # nothing ever happens in the host's own namespace: every step names one of the lab's
+    assert {a.ns for a in actions} <= created
+
+
+def test_plan_needs_no_root_and_prints_replayable_commands():
+    text = render(ROOT / "topologies" / "routing.yaml")
+    assert "ip netns add routing-r1" in text
+    assert "ip -n routing-host1 route add default via 192.168.1.1" in text
+    assert "ip -n routing-fabric link add r1-eth1 type veth peer name eth1 netns routing-r1" in text
+    assert "ip netns exec routing-r1 sysctl -q -w net.ipv4.ip_forward=1" in text
+
+
+def test_bad_file_exits_2_without_traceback(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nnodes:\n  a:\n    interfaces:\n      eth0: {switch: nowhere, address: 1.2.3.4/33}\n")
+    out = subprocess.run([sys.executable, "-m", "nslab.cli", "plan", str(bad)], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    assert "nodes.a.interfaces.eth0.address: '1.2.3.4/33' is not an IPv4 address" in out.stderr
+    missing = subprocess.run([sys.executable, "-m", "nslab.cli", "plan", str(tmp_path / "nope.yaml")],
+                             capture_output=True, text=True)
+    assert missing.returncode == 2 and "cannot read the topology file" in missing.stderr
