@@ -1,0 +1,231 @@
+"""The Python API users script and test with: load, plan, up, down, status, exec, and the Lab context manager."""
+
+import os
+import subprocess
+import time
+from dataclasses import dataclass, field
+
+from . import model, state
+from .errors import EnvironmentMissing, UsageError
+from .model.schema import Forward, Topology
+from .plan import names, planner
+
+
+def load(path: str) -> Topology:
+    """Load and validate a topology file. Raises TopologyError."""
+    return model.load(path)
+
+
+def plan(topo: Topology) -> list:
+    """The ordered kernel actions that build the lab (pure; needs no root)."""
+    return planner.plan(topo)
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        raise EnvironmentMissing("this touches the kernel and needs root: run it with sudo")
+
+
+def require_kernel_features(topo: Topology) -> None:
+    """Fail before anything is created when the running kernel can't run the lab."""
+    if not topo.services:
+        return
+    from .kernel import caps
+    if not caps.has_ipvs():
+        raise EnvironmentMissing(
+            f"lab '{topo.name}' has services, but the running kernel has no IPVS (ip_vs). "
+            f"Run it in the kernel VM: nslab vm -- nslab up {topo.source} (see `nslab doctor`)")
+    if any(s.forward is Forward.TUN for s in topo.services) and not caps.has_ipip():
+        raise EnvironmentMissing(
+            f"lab '{topo.name}' uses LVS TUN, but the running kernel has no ipip module. "
+            f"Run it in the kernel VM: nslab vm -- nslab up {topo.source} (see `nslab doctor`)")
+
+
+@dataclass
+class UpResult:
+    lab: str
+    changed: list
+    total: int
+    seconds: float
+
+
+def up(topo: Topology, progress=None) -> UpResult:
+    """Build the lab, or finish building it; a second call changes nothing.
+
+    Raises EnvironmentMissing (no root, no IPVS) before creating anything, KernelError
+    (after undoing this run's changes) when a kernel step fails.
+    """
+    from .kernel import apply as kapply
+    from .kernel.session import Session
+    require_root()
+    require_kernel_features(topo)
+    if topo.services:
+        from .kernel import ipvs  # noqa: F401 - registers the IPVS executors
+    actions = planner.plan(topo)
+    started = time.monotonic()
+    with state.locked(topo.name):
+        before = state.load(topo.name)
+        run_dir = state.lab_dir(topo.name)
+        with Session(run_dir=run_dir, known=(before or {}).get("known")) as s:
+            try:
+                changed = kapply.apply(s, actions, progress)
+            except Exception:
+                if before is None:
+                    state.remove(topo.name)
+                raise
+            known = s.known
+        state.save(topo.name, {
+            "lab": topo.name, "source": os.path.abspath(topo.source) if topo.source != "<string>" else None,
+            "topology": topo.text, "known": known,
+            "namespaces": [a.ns for a in actions if type(a).__name__ == "AddNetns"],
+            "updated": time.time()})
+    return UpResult(topo.name, changed, len(actions), time.monotonic() - started)
+
+
+@dataclass
+class DownResult:
+    lab: str
+    namespaces: list = field(default_factory=list)
+    processes: int = 0
+    seconds: float = 0.0
+
+
+def down(lab: str) -> DownResult:
+    """Remove every trace of a lab: its processes, namespaces and state.
+
+    Works without the state file: namespaces are found by name and deleted only if
+    they carry this lab's mark. Raises UsageError if nothing of the lab exists.
+    """
+    from .kernel import netns, observe, procs
+    from .kernel.session import Session
+    require_root()
+    started = time.monotonic()
+    had_state = state.load(lab) is not None
+    with state.locked(lab):
+        with Session() as s:
+            owned = sorted(observe.owned_namespaces(s, lab))
+        if not owned and not had_state:
+            state.remove(lab)
+            raise UsageError(f"no lab named '{lab}' is up (see `nslab status`)")
+        ended = procs.end_all(owned)
+        for ns in owned:
+            netns.delete(ns)
+        state.remove(lab)
+    return DownResult(lab, owned, ended, time.monotonic() - started)
+
+
+def lab_name(arg: str) -> str:
+    """A lab name from a name or a topology file path."""
+    if arg.endswith((".yaml", ".yml")) or os.path.sep in arg:
+        return model.load(arg).name
+    return arg
+
+
+def labs() -> list[str]:
+    """Names of the labs that are up (from state and from marked namespaces)."""
+    from .kernel import observe
+    from .kernel.session import Session
+    with Session() as s:
+        found = {owner[0] for owner in observe.owned_namespaces(s).values()}
+    return sorted(found | set(state.labs()))
+
+
+def topology_of(lab: str) -> Topology:
+    """The topology a running lab was built from (kept in its state). Raises UsageError."""
+    st = state.load(lab)
+    if not st or not st.get("topology"):
+        raise UsageError(f"no lab named '{lab}' is up (see `nslab status`)")
+    from dataclasses import replace
+    topo = model.loads(st["topology"], st.get("source") or f"{lab} (from its state)")
+    return replace(topo, name=lab)  # a copy may run under another name
+
+
+def status(lab: str) -> dict:
+    """Nodes of a running lab with interfaces, addresses, MACs and whether each is up."""
+    from .kernel import netns, observe, procs
+    from .kernel.session import Session
+    require_root()
+    topo = topology_of(lab)
+    st = state.load(lab) or {}
+    out = {"lab": lab, "description": topo.description, "nodes": [], "switches": list(topo.switches)}
+    with Session() as s:
+        for node in topo.nodes:
+            ns = names.node_ns(lab, node.name)
+            entry = {"name": node.name, "namespace": ns, "exists": netns.exists(ns), "interfaces": [], "apps": []}
+            if entry["exists"]:
+                entry["interfaces"] = [i for i in observe.interfaces(s, ns) if i["name"] != "lo" or
+                                       len(i["addresses"]) > 1]
+            for key, pid in st.get("known", {}).items():
+                if key.startswith(f"app:{ns}:"):
+                    _, _, kind, port = key.split(":")
+                    entry["apps"].append({"kind": kind, "port": int(port), "pid": pid,
+                                          "running": procs.alive_in(pid, ns)})
+            out["nodes"].append(entry)
+    return out
+
+
+def exec_argv(lab: str, node: str) -> str:
+    """The namespace to enter for a node of a running lab. Raises UsageError."""
+    from .kernel import netns
+    ns = names.node_ns(lab, node)
+    if not netns.exists(ns):
+        topo = topology_of(lab)
+        known = ", ".join(n.name for n in topo.nodes)
+        raise UsageError(f"lab '{lab}' has no node '{node}' (nodes: {known})")
+    return ns
+
+
+def run(lab: str, node: str, argv, **kwargs) -> subprocess.CompletedProcess:
+    """Run argv inside a node and wait (subprocess.run keywords pass through)."""
+    from .kernel import netns
+    require_root()
+    ns = exec_argv(lab, node)
+    fd = os.open(netns.path(ns), os.O_RDONLY)
+    try:
+        return subprocess.run(list(argv), preexec_fn=lambda: netns.setns(fd), **kwargs)
+    finally:
+        os.close(fd)
+
+
+class Lab:
+    """A lab as a context manager: built on enter, removed on exit (even on error).
+
+        with Lab("topologies/routing.yaml") as lab:
+            lab.run("host1", ["ping", "-c1", "192.168.2.10"])
+    """
+
+    def __init__(self, topo, name: str | None = None):
+        self.topo = load(topo) if isinstance(topo, str) else topo
+        if name:
+            from dataclasses import replace
+            self.topo = replace(self.topo, name=name)
+        self.name = self.topo.name
+
+    def up(self, progress=None) -> UpResult:
+        return up(self.topo, progress)
+
+    def down(self) -> DownResult:
+        return down(self.name)
+
+    def run(self, node: str, argv, check=False, capture=True, timeout=60, **kw) -> subprocess.CompletedProcess:
+        return run(self.name, node, argv, check=check, capture_output=capture, text=True, timeout=timeout, **kw)
+
+    def status(self) -> dict:
+        return status(self.name)
+
+    def __enter__(self):
+        try:
+            self.up()
+        except BaseException:
+            self.down_quietly()
+            raise
+        return self
+
+    def down_quietly(self):
+        try:
+            self.down()
+        except UsageError:
+            pass
+
+    def __exit__(self, *exc):
+        self.down_quietly()

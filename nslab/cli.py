@@ -1,0 +1,228 @@
+"""The `nslab` command: a thin layer over nslab.api; the only place that prints for humans and sets exit codes.
+
+Exit codes: 0 ok, 1 a check or kernel step failed, 2 bad input or usage, 3 the environment lacks something.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+from . import api
+from .errors import NslabError
+
+EPILOG = """\
+examples:
+  sudo nslab up topologies/routing.yaml        build a lab (idempotent)
+  sudo nslab exec routing host1 -- ping -c1 192.168.2.10
+  sudo nslab status routing                    nodes, interfaces, addresses, MACs
+  nslab plan topologies/dr.yaml                the same lab as ip/sysctl/ipvsadm commands
+  sudo nslab down routing                      remove every trace of it
+  nslab vm -- nslab up topologies/dr.yaml      in a VM whose kernel has IPVS
+
+exit codes: 0 ok, 1 a check failed, 2 bad input or usage, 3 the environment lacks something
+"""
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args) or 0
+    except NslabError as e:
+        if args.debug:
+            raise
+        print(f"nslab: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("nslab: interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="nslab", description="Real Linux network labs in network namespaces: "
+                                "routing, SNAT and LVS (NAT/DR/TUN on the kernel's IPVS), with packet-level proof.",
+                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(metavar="COMMAND")
+
+    def cmd(name, func, help_text):
+        sp = sub.add_parser(name, help=help_text, description=help_text)
+        sp.set_defaults(func=func)
+        sp.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+        return sp
+
+    sp = cmd("up", cmd_up, "build a lab from a topology file (as root; running it again changes nothing)")
+    sp.add_argument("file", help="topology YAML, e.g. topologies/routing.yaml")
+    sp.add_argument("--name", help="run under another lab name (two copies of one file side by side)")
+    sp.add_argument("-q", "--quiet", action="store_true", help="no progress and no summary")
+
+    sp = cmd("down", cmd_down, "remove a lab: its processes, namespaces and state (works without the state)")
+    sp.add_argument("lab", help="lab name or topology file")
+
+    sp = cmd("status", cmd_status, "list labs, or show one lab's nodes, interfaces, addresses and MACs")
+    sp.add_argument("lab", nargs="?", help="lab name or topology file")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
+    sp.add_argument("--connections", action="store_true", help="also the IPVS connection table")
+
+    sp = cmd("plan", cmd_plan, "print the lab as the ip/sysctl/nft/ipvsadm commands that build it (no root)")
+    sp.add_argument("file", help="topology YAML")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
+    sp.add_argument("--no-reasons", action="store_true", help="commands only, no '#' reason lines")
+
+    sp = cmd("exec", cmd_exec, "run a command inside a node (default: an interactive shell)")
+    sp.add_argument("lab", help="lab name")
+    sp.add_argument("node", help="node name")
+    sp.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARG...]")
+
+    sp = cmd("validate", cmd_validate, "check a topology file and report every problem (no root)")
+    sp.add_argument("file", help="topology YAML")
+
+    sp = cmd("doctor", cmd_doctor, "what this kernel and machine can run, and how to get the rest")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
+
+    sp = cmd("vm", cmd_vm, "run a command as root in a throwaway VM whose kernel has IPVS (virtme-ng over QEMU)")
+    sp.add_argument("--kernel", help="kernel image (default: newest /boot/vmlinuz-* with IP_VS)")
+    sp.add_argument("--memory", help="VM memory, e.g. 2G (default: 2G)")
+    sp.add_argument("--dry-run", action="store_true", help="print the VM command line instead of running it")
+    sp.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARG...]")
+    return p
+
+
+def _progress_printer(quiet):
+    if quiet or not sys.stderr.isatty():
+        return None
+
+    def show(i, n, action):
+        sys.stderr.write(f"\r\033[K[{i + 1}/{n}] {action.ns}: {action.reason[:70]}")
+        if i + 1 == n:
+            sys.stderr.write("\r\033[K")
+        sys.stderr.flush()
+    return show
+
+
+def cmd_up(args):
+    topo = api.load(args.file)
+    lab = api.Lab(topo, name=args.name)
+    result = lab.up(progress=_progress_printer(args.quiet))
+    if args.quiet:
+        return 0
+    done = "built" if result.changed else "already up, nothing changed"
+    print(f"lab '{result.lab}' {done}: {len(result.changed)} of {result.total} steps applied "
+          f"in {result.seconds:.2f} s")
+    _print_nodes(api.status(result.lab))
+    print(f"\ntry:\n  sudo nslab exec {result.lab} {topo.nodes[0].name} -- ip route\n"
+          f"  sudo nslab status {result.lab}\n  sudo nslab down {result.lab}")
+    return 0
+
+
+def cmd_down(args):
+    result = api.down(api.lab_name(args.lab))
+    print(f"lab '{result.lab}' removed: {len(result.namespaces)} namespaces, {result.processes} processes ended, "
+          f"in {result.seconds:.2f} s")
+    return 0
+
+
+def _print_nodes(st):
+    rows = [("node", "interface", "address", "mac", "state")]
+    for node in st["nodes"]:
+        if not node["exists"]:
+            rows.append((node["name"], "-", "-", "-", "missing"))
+        for i in node["interfaces"]:
+            rows.append((node["name"], i["name"] + (f"@{i['master']}" if i["master"] else ""),
+                         ",".join(i["addresses"]) or "-", i["mac"] or "-", "up" if i["up"] else "DOWN"))
+        for app in node["apps"]:
+            rows.append((node["name"], "app", f"{app['kind']} :{app['port']}", f"pid {app['pid']}",
+                         "running" if app["running"] else "STOPPED"))
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
+
+
+def cmd_status(args):
+    if not args.lab:
+        api.require_root()
+        names = api.labs()
+        if args.json:
+            print(json.dumps(names))
+        else:
+            print("\n".join(names) if names else "no labs are up")
+        return 0
+    st = api.status(api.lab_name(args.lab))
+    if args.json:
+        print(json.dumps(st, indent=1))
+        return 0
+    print(f"lab {st['lab']}: {st['description']}")
+    _print_nodes(st)
+    return 0
+
+
+def cmd_plan(args):
+    topo = api.load(args.file)
+    actions = api.plan(topo)
+    if args.json:
+        print(json.dumps([{"action": type(a).__name__, "namespace": a.ns, "reason": a.reason,
+                           "commands": a.commands()} for a in actions], indent=1))
+        return 0
+    print(f"# lab '{topo.name}': {len(actions)} steps. Every line can be typed by hand, as root.")
+    for a in actions:
+        if not args.no_reasons:
+            print(f"\n# {a.reason}")
+        for c in a.commands():
+            print(c)
+    return 0
+
+
+def cmd_validate(args):
+    topo = api.load(args.file)
+    print(f"{args.file}: ok (lab '{topo.name}', {len(topo.nodes)} nodes, {len(topo.switches)} switches, "
+          f"{len(topo.services)} services)")
+    return 0
+
+
+def cmd_exec(args):
+    from .kernel import netns
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    api.require_root()
+    ns = api.exec_argv(args.lab, args.node)
+    if not command:
+        command = [os.environ.get("SHELL") or "/bin/sh"]
+    fd = os.open(netns.path(ns), os.O_RDONLY)
+    netns.setns(fd)
+    os.environ["NSLAB_LAB"], os.environ["NSLAB_NODE"] = args.lab, args.node
+    try:
+        os.execvp(command[0], command)  # the command replaces us: its exit status is ours
+    except FileNotFoundError:
+        print(f"nslab: {command[0]}: command not found", file=sys.stderr)
+        return 127
+
+
+def cmd_doctor(args):
+    from .kernel import caps
+    checks = caps.probe()
+    if args.json:
+        print(json.dumps([c.__dict__ for c in checks], indent=1))
+    else:
+        for c in checks:
+            print(f"{'ok  ' if c.ok else 'MISSING'} {c.name}: {c.detail}")
+            if not c.ok and c.fix:
+                print(f"        fix: {c.fix}")
+    return 0 if all(c.ok for c in checks) else 3
+
+
+def cmd_vm(args):
+    from . import vm
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        raise api.UsageError("nothing to run: nslab vm -- COMMAND [ARG...]")
+    if args.dry_run:
+        print(" ".join(vm.build_argv(command, kernel=args.kernel, memory=args.memory)))
+        return 0
+    return vm.run(command, kernel=args.kernel, memory=args.memory)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

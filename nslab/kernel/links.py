@@ -1,0 +1,119 @@
+"""Namespaces (with their ownership mark), bridges, veth pairs and the ipip tunnel device."""
+
+import contextlib
+
+from ..errors import EnvironmentMissing, KernelError
+from ..plan import names
+from . import netns, procs
+
+IFF_UP = 1
+
+
+def read_mark(s, ns: str) -> str | None:
+    links = s.ipr(ns).get_links(1)  # lo is always index 1
+    return links[0].get("ifalias") if links else None
+
+
+class AddNetns:
+    @staticmethod
+    def done(s, a):
+        if not netns.exists(a.ns):
+            return False
+        mark = read_mark(s, a.ns)
+        if mark != a.mark:
+            owner = names.parse_mark(mark)
+            whose = f"lab '{owner[0]}'" if owner else "something other than nslab"
+            raise KernelError(f"network namespace '{a.ns}' already exists and belongs to {whose}; "
+                              "nslab never adopts or deletes a namespace it did not create "
+                              "(rename the lab or the node)")
+        return True
+
+    @staticmethod
+    def do(s, a):
+        netns.create(a.ns)
+        ipr = s.ipr(a.ns)
+        ipr.link("set", index=1, ifalias=a.mark, state="up")
+
+    @staticmethod
+    def undo(s, a):
+        procs.end_all([a.ns])
+        s.forget(a.ns)
+        netns.delete(a.ns)
+
+
+def _is_up(s, ns, name):
+    idx = s.index(ns, name)
+    return idx is not None and s.ipr(ns).get_links(idx)[0]["flags"] & IFF_UP
+
+
+class AddBridge:
+    @staticmethod
+    def done(s, a):
+        return bool(_is_up(s, a.ns, a.name))
+
+    @staticmethod
+    def do(s, a):
+        ipr = s.ipr(a.ns)
+        if s.index(a.ns, a.name) is None:
+            ipr.link("add", ifname=a.name, kind="bridge")
+        ipr.link("set", index=s.index(a.ns, a.name), state="up")
+
+    @staticmethod
+    def undo(s, a):
+        _delete_link(s, a.ns, a.name)
+
+
+def _delete_link(s, ns, name):
+    idx = s.index(ns, name) if netns.exists(ns) else None
+    if idx is not None:
+        s.ipr(ns).link("del", index=idx)
+
+
+class AddVeth:
+    @staticmethod
+    def done(s, a):
+        if not (_is_up(s, a.ns, a.name) and _is_up(s, a.peer_ns, a.peer)):
+            return False
+        if a.master:
+            link = s.ipr(a.ns).get_links(s.index(a.ns, a.name))[0]
+            return link.get("master") == s.index(a.ns, a.master)
+        return True
+
+    @staticmethod
+    def do(s, a):
+        ipr, pipr = s.ipr(a.ns), s.ipr(a.peer_ns)
+        if s.index(a.ns, a.name) is None:
+            if s.index(a.peer_ns, a.peer) is not None:
+                raise KernelError(f"{a.peer_ns} already has an interface '{a.peer}' that nslab did not cable")
+            ipr.link("add", ifname=a.name, kind="veth", peer={"ifname": a.peer, "net_ns_fd": s.ns_fd(a.peer_ns)})
+        pidx = s.index(a.peer_ns, a.peer)
+        if a.peer_mac:
+            pipr.link("set", index=pidx, address=a.peer_mac)
+        extra = {"master": s.index(a.ns, a.master)} if a.master else {}
+        ipr.link("set", index=s.index(a.ns, a.name), state="up", **extra)
+        pipr.link("set", index=pidx, state="up")
+
+    @staticmethod
+    def undo(s, a):
+        _delete_link(s, a.ns, a.name)  # the peer goes with it
+
+
+class AddTunnel:
+    """tunl0 appears in every namespace once the ipip module is loaded; we only bring it up."""
+
+    @staticmethod
+    def done(s, a):
+        return bool(_is_up(s, a.ns, a.name))
+
+    @staticmethod
+    def do(s, a):
+        idx = s.index(a.ns, a.name)
+        if idx is None:
+            raise EnvironmentMissing(f"{a.ns} has no {a.name}: the running kernel lacks the ipip module that "
+                                     "LVS TUN needs (run the lab inside `nslab vm -- nslab up ...`)")
+        s.ipr(a.ns).link("set", index=idx, state="up")
+
+    @staticmethod
+    def undo(s, a):
+        with contextlib.suppress(Exception):
+            s.ipr(a.ns).link("set", index=s.index(a.ns, a.name), state="down")

@@ -1,0 +1,41 @@
+"""Reads what exists: which namespaces are whose, and each node's interfaces, addresses and MACs."""
+
+from ..plan import names
+from . import netns
+
+
+def owned_namespaces(session, lab: str | None = None) -> dict[str, tuple[str, str]]:
+    """namespace -> (lab, role) for every namespace carrying an nslab mark (of `lab` if given)."""
+    out = {}
+    for ns in netns.list_names():
+        if lab and not ns.startswith(lab + "-"):
+            continue
+        try:
+            links = session.ipr(ns).get_links(1)
+        except OSError:
+            continue  # a stale /run/netns entry: not ours to judge
+        owner = names.parse_mark(links[0].get("ifalias") if links else None)
+        if owner and (lab is None or owner[0] == lab) and ns == (
+                names.fabric_ns(owner[0]) if owner[1] == "fabric" else names.node_ns(*owner)):
+            out[ns] = owner
+    return out
+
+
+def interfaces(session, ns: str) -> list[dict]:
+    """name, state, mac, addresses (CIDR), master of every interface in ns."""
+    ipr = session.ipr(ns)
+    addrs = {}
+    for m in ipr.get_addr(family=2):
+        addrs.setdefault(m["index"], []).append(f"{m.get('address')}/{m['prefixlen']}")
+    by_index = {}
+    links = list(ipr.get_links())
+    for link in links:
+        by_index[link["index"]] = link.get("ifname")
+    out = []
+    for link in links:
+        out.append({"name": link.get("ifname"), "up": bool(link["flags"] & 1),
+                    "carrier": link.get("operstate") in ("UP", "UNKNOWN"),
+                    "mac": link.get("address"), "addresses": addrs.get(link["index"], []),
+                    "kind": (link.get(("linkinfo", "kind")) if hasattr(link, "get") else None),
+                    "master": by_index.get(link.get("master"))})
+    return out

@@ -1,0 +1,165 @@
+"""Processes inside a lab: built-in apps, start-up commands, and ending everything in a namespace."""
+
+import os
+import select
+import signal
+import subprocess
+import time
+
+from ..errors import KernelError
+from . import netns
+
+APP_READY_TIMEOUT = 120  # seconds; Python inside an emulated VM starts 20-50x slower
+
+
+def _enter(ns):
+    fd = os.open(netns.path(ns), os.O_RDONLY)
+
+    def enter():
+        netns.setns(fd)
+        os.setsid()  # apps outlive `nslab up` and are not hit by its Ctrl-C
+    return fd, enter
+
+
+def spawn(ns: str, argv, log_path: str, ready_timeout=APP_READY_TIMEOUT) -> int:
+    """Start argv inside ns in the background; wait until it writes 'ready' to its --ready-fd."""
+    fd, enter = _enter(ns)
+    rfd, wfd = os.pipe()
+    try:
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen([*argv, "--ready-fd", str(wfd)], stdin=subprocess.DEVNULL, stdout=log,
+                                    stderr=subprocess.STDOUT, pass_fds=(wfd,), preexec_fn=enter, close_fds=True)
+        os.close(wfd)
+        wfd = -1
+        ready, _, _ = select.select([rfd], [], [], ready_timeout)
+        got = os.read(rfd, 64) if ready else b""
+        if b"ready" not in got:
+            proc.kill()
+            proc.wait()
+            raise KernelError(f"{argv[2] if len(argv) > 2 else argv[0]} in {ns} did not start: " + _tail(log_path))
+        return proc.pid
+    finally:
+        os.close(fd)
+        os.close(rfd)
+        if wfd >= 0:
+            os.close(wfd)
+
+
+def _tail(path, lines=5):
+    try:
+        with open(path, errors="replace") as f:
+            return " | ".join(f.read().strip().splitlines()[-lines:]) or "(no output)"
+    except OSError:
+        return "(no log)"
+
+
+def run(ns: str, argv, log_path: str, timeout=60) -> int:
+    """Run argv inside ns to completion (output to the log), return its exit status."""
+    fd, enter = _enter(ns)
+    try:
+        with open(log_path, "ab") as log:
+            return subprocess.run(list(argv), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                  preexec_fn=enter, timeout=timeout).returncode
+    except FileNotFoundError:
+        raise KernelError(f"{argv[0]}: command not found (in {ns})") from None
+    except subprocess.TimeoutExpired:
+        raise KernelError(f"{' '.join(argv)} in {ns} did not finish within {timeout} s") from None
+    finally:
+        os.close(fd)
+
+
+def alive_in(pid: int, ns: str) -> bool:
+    """True if pid is alive, not a zombie, and inside the namespace."""
+    try:
+        st = os.stat(f"/proc/{pid}/ns/net")
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+        return state != "Z" and st.st_ino == netns.inode(ns)
+    except (OSError, IndexError):
+        return False
+
+
+def end(pids, grace=2.0) -> None:
+    """SIGTERM the exact pids, then SIGKILL whatever is left after the grace period."""
+    pids = [p for p in pids if p != os.getpid()]
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for p in pids:
+            try:
+                os.kill(p, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + grace
+        while pids and time.monotonic() < deadline:
+            _reap(pids)
+            pids = [p for p in pids if _exists(p)]
+            if pids:
+                time.sleep(0.02)
+        if not pids:
+            return
+
+
+def _reap(pids):
+    for p in pids:
+        try:
+            os.waitpid(p, os.WNOHANG)
+        except ChildProcessError:
+            pass
+
+
+def _exists(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def end_all(namespaces) -> int:
+    """End every process inside the namespaces (found by namespace identity, not by name)."""
+    pids = [p for found in netns.pids_inside(namespaces).values() for p in found]
+    end(pids)
+    return len(pids)
+
+
+class StartApp:
+    @staticmethod
+    def key(a):
+        return f"app:{a.ns}:{a.kind}:{a.port}"
+
+    @staticmethod
+    def done(s, a):
+        pid = s.known.get(StartApp.key(a))
+        return bool(pid) and alive_in(pid, a.ns)
+
+    @staticmethod
+    def do(s, a):
+        log = os.path.join(s.run_dir, f"{a.node}-{a.kind}.log")
+        s.known[StartApp.key(a)] = spawn(a.ns, a.app_argv(), log)
+
+    @staticmethod
+    def undo(s, a):
+        pid = s.known.pop(StartApp.key(a), None)
+        if pid:
+            end([pid])
+
+
+class Exec:
+    @staticmethod
+    def key(a):
+        return f"exec:{a.ns}:" + "\0".join(a.argv)
+
+    @staticmethod
+    def done(s, a):
+        return bool(s.known.get(Exec.key(a)))
+
+    @staticmethod
+    def do(s, a):
+        log = os.path.join(s.run_dir, f"{a.node}-exec.log")
+        status = run(a.ns, a.argv, log)
+        if status != 0:
+            raise KernelError(f"nodes.{a.node}.exec: {' '.join(a.argv)} exited with {status}: {_tail(log)}")
+        s.known[Exec.key(a)] = True
+
+    @staticmethod
+    def undo(s, a):
+        s.known.pop(Exec.key(a), None)
