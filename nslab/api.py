@@ -140,8 +140,10 @@ def topology_of(lab: str) -> Topology:
     return replace(topo, name=lab)  # a copy may run under another name
 
 
-def status(lab: str) -> dict:
-    """Nodes of a running lab with interfaces, addresses, MACs and whether each is up."""
+def status(lab: str, connections: bool = False, settle: bool = True) -> dict:
+    """Nodes of a running lab with interfaces, addresses, MACs and whether each is up; for each
+    service, its IPVS counters per real server (after the kernel's next 2 s counter fold unless
+    settle=False) and, with connections=True, the IPVS connection table."""
     from .kernel import netns, observe, procs
     from .kernel.session import Session
     require_root()
@@ -161,7 +163,26 @@ def status(lab: str) -> dict:
                     entry["apps"].append({"kind": kind, "port": int(port), "pid": pid,
                                           "running": procs.alive_in(pid, ns)})
             out["nodes"].append(entry)
+        out["services"] = [_service_status(s, topo, svc, connections, settle) for svc in topo.services]
     return out
+
+
+def _service_status(session, topo, svc, connections, settle):
+    from .kernel import ipvs
+    from .model import checks
+    ns = names.node_ns(topo.name, svc.director)
+    read = ipvs.read_services_settled if settle else ipvs.read_services
+    by_addr = {str(checks.real_server_address(topo, svc, rs)): rs.node for rs in svc.real_servers}
+    entry = {"name": svc.name, "director": svc.director, "forward": svc.forward.value, "vip": str(svc.vip),
+             "port": svc.port, "protocol": svc.protocol, "programmed": False, "real_servers": []}
+    for found in read(session, ns):
+        if found["vip"] == str(svc.vip) and found["port"] == svc.port and found["protocol"] == svc.protocol:
+            entry.update(programmed=True, scheduler=found["scheduler"], stats=found["stats"])
+            for rs in found["real_servers"]:
+                entry["real_servers"].append(dict(rs, node=by_addr.get(rs["address"], "?")))
+    if connections:
+        entry["connections"] = [c for c in ipvs.read_connections(ns) if c["vip"] == f"{svc.vip}:{svc.port}"]
+    return entry
 
 
 def exec_argv(lab: str, node: str) -> str:

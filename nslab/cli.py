@@ -89,6 +89,9 @@ def build_parser():
     sp.add_argument("--memory", help="VM memory, e.g. 2G (default: 2G)")
     sp.add_argument("--dry-run", action="store_true", help="print the VM command line instead of running it")
     sp.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARG...]")
+
+    from .verify import commands as verify_commands  # verify, trace, graph: parsers and handlers live there
+    verify_commands.add_commands(cmd)
     return p
 
 
@@ -151,13 +154,36 @@ def cmd_status(args):
         else:
             print("\n".join(names) if names else "no labs are up")
         return 0
-    st = api.status(api.lab_name(args.lab))
+    st = api.status(api.lab_name(args.lab), connections=args.connections)
     if args.json:
         print(json.dumps(st, indent=1))
         return 0
     print(f"lab {st['lab']}: {st['description']}")
     _print_nodes(st)
+    for svc in st["services"]:
+        _print_service(svc)
     return 0
+
+
+def _print_service(svc):
+    """Like `ipvsadm -Ln --stats`, with each real server's node name."""
+    print(f"\nservice {svc['name']}: {svc['protocol'].upper()} {svc['vip']}:{svc['port']} on {svc['director']}, "
+          f"{svc['forward'].upper()}" + (f", scheduler {svc['scheduler']}" if svc["programmed"] else ", NOT PROGRAMMED"))
+    rows = [("real server", "node", "method", "weight", "active", "inactive", "conns", "inpkts", "outpkts",
+             "inbytes", "outbytes")]
+    for rs in svc["real_servers"]:
+        st = rs["stats"]
+        rows.append((f"{rs['address']}:{rs['port']}", rs["node"], rs["method"], rs["weight"], rs["active"],
+                     rs["inactive"], st["conns"], st["inpkts"], st["outpkts"], st["inbytes"], st["outbytes"]))
+    rows = [tuple(str(v) for v in r) for r in rows]
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+    for r in rows:
+        print("  " + "  ".join(v.rjust(w) if i > 2 else v.ljust(w) for i, (v, w) in enumerate(zip(r, widths))))
+    if "connections" in svc:
+        print(f"  connections ({len(svc['connections'])}):")
+        for c in svc["connections"]:
+            print(f"    {c['protocol']} {c['client']} -> {c['vip']} -> {c['real_server']}  {c['state']}  "
+                  f"expires in {c['expires_s']} s")
 
 
 def cmd_plan(args):

@@ -9,18 +9,25 @@ class Session:
     """Holds the sockets of one apply/observe run; close() releases them."""
 
     def __init__(self, run_dir: str | None = None, known: dict | None = None):
-        self._iprs = {}
+        self._socks = {}
         self._fds = {}
         self.run_dir = run_dir  # where app logs go (/run/nslab/<lab>)
         self.known = dict(known or {})  # state carried between runs: app pids, execs done
         self.undo_data = {}  # action -> what its undo needs (old sysctl values, pids)
 
-    def ipr(self, ns: str):
-        if ns not in self._iprs:
-            from pyroute2 import IPRoute  # imported late: slow inside an emulated VM
+    def socket(self, ns: str, kind: str, factory):
+        """The `kind` socket of ns, made by factory() from inside ns on first use."""
+        key = (kind, ns)
+        if key not in self._socks:
             with netns.entered(ns):
-                self._iprs[ns] = IPRoute()
-        return self._iprs[ns]
+                self._socks[key] = factory()
+        return self._socks[key]
+
+    def ipr(self, ns: str):
+        def make():
+            from pyroute2 import IPRoute  # imported late: slow inside an emulated VM
+            return IPRoute()
+        return self.socket(ns, "rtnl", make)
 
     def ns_fd(self, ns: str) -> int:
         if ns not in self._fds:
@@ -33,15 +40,14 @@ class Session:
 
     def forget(self, ns: str) -> None:
         """Drop the cached socket of a namespace that is being deleted."""
-        ipr = self._iprs.pop(ns, None)
-        if ipr:
-            ipr.close()
+        for key in [k for k in self._socks if k[1] == ns]:
+            self._socks.pop(key).close()
         fd = self._fds.pop(ns, None)
         if fd is not None:
             os.close(fd)
 
     def close(self) -> None:
-        for ns in list(self._iprs) + list(self._fds):
+        for ns in {k[1] for k in self._socks} | set(self._fds):
             self.forget(ns)
 
     def __enter__(self):

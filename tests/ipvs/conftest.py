@@ -1,0 +1,55 @@
+"""The IPVS tier: runs where the kernel has IPVS (inside `nslab vm` on hosts without it)."""
+
+import json
+import sys
+
+import pytest
+
+from nslab import api, model
+from nslab.kernel import caps, netns
+
+
+def pytest_collection_modifyitems(config, items):
+    if caps.has_ipvs():
+        return
+    skip = pytest.mark.skip(reason="the running kernel has no IPVS: run this tier with `nslab vm -- pytest tests/ipvs`")
+    for item in items:
+        if "tests/ipvs" in str(item.fspath):
+            item.add_marker(skip)
+
+
+def topology(root_dir, name, edit=None, lab=None):
+    """A shipped topology, optionally with its text edited, under another lab name."""
+    path = root_dir / "topologies" / f"{name}.yaml"
+    text = path.read_text()
+    if edit:
+        text = edit(text)
+    if lab:
+        text = text.replace(f"name: {name}\n", f"name: {lab}\n", 1)
+    return model.loads(text, str(path))
+
+
+def http(lab, node, target, count=60, concurrency=10):
+    out = lab.run(node, [sys.executable, "-m", "nslab.verify.traffic", "http", "--target", target,
+                         "--count", str(count), "--concurrency", str(concurrency), "--timeout", "10"],
+                  timeout=300)
+    assert out.stdout, out.stderr
+    return json.loads(out.stdout)
+
+
+def leftovers(lab_name):
+    return [n for n in netns.list_names() if n.startswith(lab_name + "-")]
+
+
+@pytest.fixture
+def lab_of(root_dir):
+    made = []
+
+    def make(topo):
+        lab = api.Lab(topo)
+        made.append(lab)
+        lab.up()
+        return lab
+    yield make
+    for lab in made:
+        lab.down_quietly()
