@@ -1,0 +1,284 @@
+"""Concept checks over captured frames and the packet walk: each a PASS or FAIL with the frames as evidence."""
+
+import math
+from ipaddress import IPv4Address
+from dataclasses import dataclass, field
+
+from ..model.schema import Forward, Service
+from ..model import checks as model_checks
+from .capture import BROADCAST, describe_ip
+from .walk import Hop, Net, Walk, l4, transmissions
+
+
+@dataclass
+class Result:
+    name: str
+    ok: bool
+    summary: str
+    evidence: list = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {"check": self.name, "ok": self.ok, "summary": self.summary, "evidence": self.evidence}
+
+
+@dataclass
+class Context:
+    """Everything a check may look at; traffic is the traffic generator's JSON (None in unit tests)."""
+
+    net: Net
+    frames: list
+    walk: Walk
+    traffic: dict | None = None
+    service: Service | None = None
+
+
+def hop_line(h: Hop) -> str:
+    f = h.frame
+    return (f"hop {h.n} {f.link}: {h.sender} -> {h.receiver} [{f.src_mac} -> {f.dst_mac}] "
+            f"{f.summary()}" + (f" — {h.note}" if h.note else ""))
+
+
+def frame_line(f) -> str:
+    return f"{f.link} {f.direction} {f.node}: [{f.src_mac} -> {f.dst_mac}] {f.summary()}"
+
+
+def check_path(ctx: Context) -> Result:
+    w = ctx.walk
+    ev = [hop_line(h) for h in w.packets]
+    if w.broke:
+        return Result("path", False, w.broke, ev)
+    return Result("path", True, f"request {w.client} -> {w.server} in {len(w.request)} hop(s), "
+                  f"reply back in {len(w.reply)} hop(s)", ev)
+
+
+def _arps_on(frames, op, sender, seg, before):
+    return [f for f in transmissions(frames) if f.arp and f.arp["op"] == op and f.sender == sender
+            and f.link.split(":")[0] == seg and f.time <= before]
+
+
+def check_arp(ctx: Context) -> Result:
+    """Before the first IP packet to a new neighbour its sender asked who-has by broadcast and got a
+    unicast reply; a neighbour that asked us first was learned from its own request (also fine).
+    The address asked for is the next hop, which may be a VIP: the receiver's answer is what counts."""
+    ev, bad = [], []
+    for h in ctx.walk.request + ctx.walk.reply:
+        if h.receiver == "broadcast" or not ctx.net.topo.has_node(h.receiver):
+            continue
+        seg, t = h.link.split(":")[0], h.frame.time
+        answers = {f.arp["psrc"]: f for f in _arps_on(ctx.frames, 2, h.receiver, seg, t)
+                   if f.dst_mac != BROADCAST}
+        ask = next((f for f in _arps_on(ctx.frames, 1, h.sender, seg, t)
+                    if f.dst_mac == BROADCAST and f.arp["pdst"] in answers), None)
+        if ask:
+            ans = answers[ask.arp["pdst"]]
+            ev.append(f"{h.sender} -> {h.receiver} on {seg}: {ask.summary()}, then {ans.summary()}, then hop {h.n}")
+            continue
+        learned = next((f for f in _arps_on(ctx.frames, 1, h.receiver, seg, t)
+                        if ctx.net.owns(h.sender, f.arp["pdst"])), None)
+        if learned:
+            ev.append(f"{h.sender} -> {h.receiver} on {seg}: learned from {h.receiver}'s own request "
+                      f"({learned.summary()})")
+            continue
+        bad.append(f"hop {h.n}: {h.sender} sent to {h.receiver} on {seg} with no ARP exchange before it "
+                   "(the neighbour was already cached: were the caches flushed?)")
+    if bad:
+        return Result("arp", False, bad[0], bad + ev)
+    return Result("arp", True, f"{len(ev)} new neighbour(s), each known before the first IP packet to it: "
+                  "a broadcast who-has answered by unicast, or learned from the neighbour's own who-has", ev)
+
+
+def check_ip_stays_mac_changes(ctx: Context) -> Result | None:
+    ev, bad = [], []
+    for chain in (ctx.walk.request, ctx.walk.reply):
+        for a, b in zip(chain, chain[1:]):
+            if a.ip.inner or b.ip.inner or (a.ip.src, a.ip.dst) != (b.ip.src, b.ip.dst):
+                continue  # a rewrite: the SNAT/LVS checks judge it
+            macs_a, macs_b = (a.frame.src_mac, a.frame.dst_mac), (b.frame.src_mac, b.frame.dst_mac)
+            line = (f"{b.sender}: {a.ip.src} -> {a.ip.dst} on {a.link} and {b.link}; MACs "
+                    f"{macs_a[0]} -> {macs_a[1]} then {macs_b[0]} -> {macs_b[1]}")
+            (ev if macs_a != macs_b and macs_b[0] != macs_a[0] else bad).append(line)
+    if not ev and not bad:
+        return None
+    if bad:
+        return Result("ip-stays-mac-changes", False, "a forwarded frame kept its MAC pair: " + bad[0], bad + ev)
+    return Result("ip-stays-mac-changes", True, f"{len(ev)} forwarding step(s): same IP pair, new MAC pair", ev)
+
+
+def check_snat(ctx: Context) -> Result | None:
+    topo = ctx.net.topo
+    routers = [n for n in topo.nodes if n.nat]
+    if not routers:
+        return None
+    out = []
+    for node in routers:
+        for nat in node.nat:
+            outside = next((str(a.ip) for a in node.interface(nat.out).addresses), None)
+            sent = [h for h in ctx.walk.request if h.sender == node.name]
+            came = [h for h in ctx.walk.request if h.receiver == node.name]
+            if not sent or not came:
+                continue
+            before, after = came[0].ip.src, sent[0].ip.src
+            inside = nat.source is None or IPv4Address(before) in nat.source
+            ok = after == outside and (before != after or not inside)
+            back = [h for h in ctx.walk.reply if h.sender == node.name]
+            into = [h for h in ctx.walk.reply if h.receiver == node.name]
+            ev = [hop_line(came[0]), hop_line(sent[0])] + [hop_line(h) for h in into[:1] + back[:1]]
+            restored = bool(back and into and into[0].ip.dst == outside and back[0].ip.dst == before)
+            if not ok:
+                out.append(Result("snat", False, f"{node.name} should rewrite source {before} to its outside "
+                                  f"address {outside} on {nat.out}, but the packet left with source {after}", ev))
+            elif not restored:
+                out.append(Result("snat", False, f"{node.name} rewrote the source to {outside}, but the reply was "
+                                  f"not rewritten back to {before}", ev))
+            else:
+                out.append(Result("snat", True, f"SNAT: {node.name} rewrote source {before} -> {outside} going "
+                                  f"out of {nat.out}, and the reply's destination {outside} -> {before}", ev))
+    return out[0] if out else None
+
+
+def connection_segments(frames, client: str, sport: int) -> list:
+    """The client's own transmissions and what reached it, for one TCP connection, on its first link."""
+    first = next((f for f in transmissions(frames) if f.sender == client and f.ip and f.ip.sport == sport), None)
+    if first is None:
+        return []
+    return [f for f in frames if f.link == first.link and f.ip and l4(f.ip).proto == "tcp"
+            and sport in (l4(f.ip).sport, l4(f.ip).dport)
+            and ((f.direction == "from" and f.sender == client) or (f.direction == "to" and f.node == client))]
+
+
+def check_tcp(ctx: Context) -> Result | None:
+    w = ctx.walk
+    if not w.request or w.request[0].ip.proto != "tcp":
+        return None
+    sport = w.request[0].ip.sport
+    segs = connection_segments(ctx.frames, w.client, sport)
+    mine = [(f.direction == "from", l4(f.ip).flags) for f in segs]
+    ev = [("client " if out else "server ") + f"[{flags}] " + describe_ip(l4(f.ip)) for (out, flags), f in zip(mine, segs)]
+    want = [(True, "S"), (False, "SA"), (True, "A")]
+    pos, missing = 0, []
+    for step in want:
+        idx = next((i for i in range(pos, len(mine)) if mine[i] == step), None)
+        if idx is None:
+            missing.append(("client " if step[0] else "server ") + step[1])
+        else:
+            pos = idx + 1
+    fin_c = any(out and "F" in fl for out, fl in mine)
+    fin_s = any(not out and "F" in fl for out, fl in mine)
+    if not fin_c:
+        missing.append("client FIN")
+    if not fin_s:
+        missing.append("server FIN")
+    if fin_c and fin_s:
+        last_fin = max(i for i, (out, fl) in enumerate(mine) if "F" in fl)
+        if not any("A" in fl and out != mine[last_fin][0] for out, fl in mine[last_fin + 1:]):
+            missing.append("ACK of the last FIN")
+    if missing:
+        return Result("tcp", False, f"connection from port {sport}: missing " + ", ".join(missing), ev)
+    return Result("tcp", True, f"connection from port {sport}: SYN, SYN-ACK, ACK opened it; "
+                  "FIN/ACK each way closed it", ev)
+
+
+def _rs_hops(ctx, svc):
+    rips = {r.node: str(model_checks.real_server_address(ctx.net.topo, svc, r)) for r in svc.real_servers}
+    return rips, [h for h in ctx.walk.request if h.receiver in rips]
+
+
+def _vip_arp_liars(ctx, svc):
+    """ARP replies for the VIP from anyone but the director: the classic DR/TUN breakage."""
+    vip = str(svc.vip)
+    return [f for f in transmissions(ctx.frames)
+            if f.arp and f.arp["op"] == 2 and f.arp["psrc"] == vip and f.sender != svc.director]
+
+
+def check_lvs(ctx: Context, svc: Service) -> Result:
+    name, vip, d = f"lvs-{svc.forward.value}", str(svc.vip), svc.director
+    liars = _vip_arp_liars(ctx, svc)
+    if liars and svc.forward is not Forward.NAT:
+        rs = liars[0].sender
+        tuning = "arp_tuning is off" if not svc.arp_tuning else "arp_ignore/arp_announce did not hold"
+        return Result(name, False, f"{rs} answered ARP for the VIP {vip} ({tuning}): the router cached {rs}'s "
+                      "MAC, so requests bypass the director", [frame_line(f) for f in liars])
+    rips, at_rs = _rs_hops(ctx, svc)
+    ev = [hop_line(h) for h in ctx.walk.packets]
+    if not at_rs:
+        return Result(name, False, f"no request reached a real server of {svc.name}"
+                      + (f": {ctx.walk.broke}" if ctx.walk.broke else ""), ev)
+    h, rs = at_rs[0], at_rs[0].receiver
+    ip = h.ip
+    reply_via_director = [r for r in ctx.walk.reply if d in (r.sender, r.receiver)]
+    if svc.forward is Forward.NAT:
+        if ip.dst != rips[rs]:
+            return Result(name, False, f"{rs} received dst {ip.dst}, not its RIP {rips[rs]}: the director did "
+                          "not rewrite the destination", ev)
+        out = [r for r in ctx.walk.reply if r.sender == d]
+        if not out or out[0].ip.src != vip:
+            got = f"left it with source {out[0].ip.src}" if out else "never passed it"
+            return Result(name, False, f"the reply from {rs} {got}: in LVS NAT the reply must pass {d}, which "
+                          f"rewrites the source back to the VIP {vip} (is {rs}'s gateway {d}?)", ev)
+        return Result(name, True, f"NAT: {d} rewrote dst {vip} -> {rips[rs]} ({rs}); the reply passed {d} "
+                      f"and left it with source {vip}", ev)
+    if reply_via_director:
+        return Result(name, False, f"the reply crossed the director {d} (hop {reply_via_director[0].n}): in "
+                      f"{svc.forward.value.upper()} the real server answers the client directly", ev)
+    if ctx.walk.reply and ctx.walk.reply[0].ip.src != vip:
+        return Result(name, False, f"{rs} answered from {ctx.walk.reply[0].ip.src}, not the VIP {vip}: the "
+                      "client would drop it", ev)
+    rs_macs = {m for m, n in ctx.net.macs.items() if n == rs}
+    if svc.forward is Forward.DR:
+        if ip.inner or ip.dst != vip or h.frame.dst_mac not in rs_macs:
+            return Result(name, False, f"{rs} got dst {ip.dst} / MAC {h.frame.dst_mac}: in DR it must get "
+                          f"dst IP = VIP {vip} with dst MAC = its own", ev)
+        return Result(name, True, f"DR: {rs} received dst IP {vip} with dst MAC {h.frame.dst_mac} (its own); "
+                      f"the reply from {vip} never crossed a link of {d}", ev)
+    dips = {str(a.ip) for i in ctx.net.topo.node(d).interfaces for a in i.addresses}
+    inner = ip.inner
+    if ip.proto != "ipip" or not inner or ip.src not in dips or ip.dst != rips[rs] or inner.dst != vip:
+        return Result(name, False, f"on {h.link} {rs} got {describe_ip(ip)}: in TUN it must get proto 4, "
+                      f"outer DIP -> {rips[rs]} around inner CIP -> {vip}", ev)
+    return Result(name, True, f"TUN: on {h.link} proto 4, outer {ip.src} -> {ip.dst} around inner "
+                  f"{inner.src} -> {inner.dst}; the reply bypassed {d}", ev)
+
+
+def expected_share(svc: Service, n: int) -> dict | None:
+    """{rs: expected connections of n} for schedulers whose split is fixed; None for load-driven ones."""
+    weights = {r.node: r.weight for r in svc.real_servers}
+    if svc.scheduler == "rr":
+        live = [k for k, w in weights.items() if w > 0]
+        return {k: (n / len(live) if k in live else 0) for k in weights}
+    if svc.scheduler == "wrr":
+        total = sum(weights.values())
+        return {k: n * w / total for k, w in weights.items()}
+    return None
+
+
+def check_scheduler(svc: Service, by_server: dict) -> Result:
+    n = sum(by_server.values())
+    want = expected_share(svc, n)
+    got = ", ".join(f"{k} {by_server.get(k, 0)}" for k in sorted({r.node for r in svc.real_servers} | set(by_server)))
+    if want is None:
+        return Result("scheduler", True, f"{svc.scheduler}: {n} connections split {got} (load-driven: "
+                      "no fixed share to compare)", [got])
+    per = 1 if svc.scheduler == "rr" else 2
+    slack = per * max(1, math.ceil(n / 60))
+    off = {k: by_server.get(k, 0) - e for k, e in want.items() if abs(by_server.get(k, 0) - e) > slack}
+    ev = [f"{k}: got {by_server.get(k, 0)}, expected {e:.1f} ±{slack}" for k, e in want.items()]
+    if off:
+        k = next(iter(off))
+        return Result("scheduler", False, f"{svc.scheduler} with weights "
+                      f"{ {r.node: r.weight for r in svc.real_servers} }: {k} got {by_server.get(k, 0)} of {n}, "
+                      f"expected {want[k]:.1f} ±{slack}", ev)
+    return Result("scheduler", True, f"{svc.scheduler}: {n} connections split {got}, as the weights say", ev)
+
+
+def run_checks(ctx: Context) -> list:
+    """Every check that applies to the lab, in teaching order."""
+    results = [check_path(ctx), check_arp(ctx)]
+    for fn in (check_ip_stays_mac_changes, check_snat, check_tcp):
+        r = fn(ctx)
+        if r:
+            results.append(r)
+    if ctx.service:
+        results.append(check_lvs(ctx, ctx.service))
+        if ctx.traffic and ctx.traffic.get("by_server"):
+            results.append(check_scheduler(ctx.service, ctx.traffic["by_server"]))
+    return results
