@@ -155,8 +155,12 @@ def status(lab: str, connections: bool = False, settle: bool = True) -> dict:
             ns = names.node_ns(lab, node.name)
             entry = {"name": node.name, "namespace": ns, "exists": netns.exists(ns), "interfaces": [], "apps": []}
             if entry["exists"]:
-                entry["interfaces"] = [i for i in observe.interfaces(s, ns) if i["name"] != "lo" or
-                                       len(i["addresses"]) > 1]
+                declared = {i.name for i in node.interfaces}
+                # lo only when it holds more than 127.0.0.1 (a VIP); kernel-made devices (tunl0 once ipip
+                # is loaded) only when something uses them
+                entry["interfaces"] = [i for i in observe.interfaces(s, ns) if i["name"] in declared or
+                                       (i["name"] == "lo" and len(i["addresses"]) > 1) or
+                                       (i["name"] not in ("lo",) and (i["up"] or i["addresses"]))]
             for key, pid in st.get("known", {}).items():
                 if key.startswith(f"app:{ns}:"):
                     _, _, kind, port = key.split(":")

@@ -35,6 +35,7 @@ def main(argv=None) -> int:
     except NslabError as e:
         if args.debug:
             raise
+        sys.stdout.flush()  # the report first, then the verdict
         print(f"nslab: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:

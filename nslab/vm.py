@@ -23,7 +23,7 @@ DEFAULT_MEMORY = "1G"
 GUEST_MODULES = ("ip_vs", "ipip")
 QEMU = "qemu-system-x86_64"
 KVM_ENV = "NSLAB_VM_KVM"
-KVM_CACHE = Path("/run/nslab/.vm-kvm.json")
+KVM_CACHE = Path("/run/nslab-vm-kvm.json")  # beside, not in, /run/nslab: that holds only labs
 
 # vng pastes every option except --exec into a host shell string unquoted
 # (virtme_ng/run.py: `check_call(cmd, shell=True)`), so paths and sizes we hand
@@ -91,7 +91,7 @@ def kvm_usable(timeout: float = 8.0, kernel: Path | str | None = None) -> bool:
     at 100% CPU before its first console line. So the last step boots the
     kernel under KVM and waits for "Linux version" on the serial console (TCG
     prints it after ~2.6 s, KVM well under 1 s). Its result is cached in
-    /run/nslab per host kernel and guest kernel, so only the first call pays.
+    /run/nslab-vm-kvm.json per host kernel and guest kernel, so only the first call pays.
     """
     forced = os.environ.get(KVM_ENV, "").strip()
     if forced in ("0", "1"):

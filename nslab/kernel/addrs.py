@@ -68,3 +68,21 @@ class AddRoute:
     @staticmethod
     def undo(s, a):
         s.ipr(a.ns).route("del", **_route_spec(s, a))
+
+
+NUD_PERMANENT, NUD_NOARP = 0x80, 0x40
+
+
+def flush_neighbours(s, ns: str) -> int:
+    """Forget every learned IPv4 neighbour in ns, so the next packet to each needs ARP again."""
+    ipr, n = s.ipr(ns), 0
+    for entry in ipr.get_neighbours(family=2):
+        if entry["state"] & (NUD_PERMANENT | NUD_NOARP) or not entry.get("dst"):
+            continue
+        try:
+            ipr.neigh("del", dst=entry.get("dst"), ifindex=entry["ifindex"])
+            n += 1
+        except NetlinkError as e:
+            if e.code != errno.ENOENT:  # gone meanwhile: that is what we wanted
+                raise
+    return n

@@ -5,8 +5,8 @@ import shlex
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 from .diag import Diagnostics
-from .schema import (APPS, PROTOCOLS, SCHEDULERS, App, Forward, Interface, Nat, Node, RealServer, Route,
-                     Service, Topology)
+from .schema import (APPS, PROTOCOLS, SCHEDULERS, App, Expect, Forward, Interface, Nat, Node, RealServer,
+                     Route, Service, Topology)
 
 LAB_NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 NODE_NAME = LAB_NAME
@@ -19,14 +19,15 @@ MAX_NODE = 24
 MAX_IFNAME = 15  # IFNAMSIZ - 1
 RESERVED_NODES = ("fabric",)  # <lab>-fabric holds the switches
 
-TOP_KEYS = ("name", "description", "switches", "nodes", "services")
+TOP_KEYS = ("name", "description", "switches", "nodes", "services", "expect")
+EXPECT_KEYS = ("from", "to", "reaches", "path", "reply_path")
 NODE_KEYS = ("interfaces", "gateway", "routes", "forward", "sysctls", "nat", "exec", "app")
 IF_KEYS = ("switch", "peer", "address", "addresses", "mac")
 ROUTE_KEYS = ("to", "via", "dev")
 NAT_KEYS = ("masquerade", "source")
 APP_KEYS = ("type", "port", "protocol")
 SERVICE_KEYS = ("director", "vip", "protocol", "scheduler", "forward", "persistence", "real_servers",
-                "arp_tuning", "rp_filter_relax", "vip_interface")
+                "arp_tuning", "rp_filter_relax", "vip_interface", "return_path_check")
 RS_KEYS = ("weight", "address", "port")
 
 
@@ -119,9 +120,36 @@ class Builder:
         nodes = tuple(n for n in (self.node(("nodes", k), k, v) for k, v in nodes_raw.items()) if n)
         services_raw = self.mapping(("services",), raw.get("services"), "service name to service")
         services = tuple(s for s in (self.service(("services", k), k, v) for k, v in services_raw.items()) if s)
-        return Topology(name=name or "", nodes=nodes, switches=switches, services=services,
+        expect = self.expectations(raw.get("expect"))
+        return Topology(name=name or "", nodes=nodes, switches=switches, services=services, expect=expect,
                         description=description if isinstance(description, str) else "",
                         source=self.src.filename)
+
+    def expectations(self, raw):
+        if raw is None:
+            return ()
+        if not isinstance(raw, list):
+            self.d.error(("expect",), "must be a list", "e.g. expect: [{from: host1, to: host2, path: [host1, r1, "
+                         "host2]}]")
+            return ()
+        out = []
+        for i, e in enumerate(raw):
+            p = ("expect", i)
+            e = self.mapping(p, e, "from/to/reaches/path/reply_path")
+            self.d.unknown_keys(p, e, EXPECT_KEYS)
+            if not isinstance(e.get("from"), str) or not isinstance(e.get("to"), str):
+                self.d.error(p, "needs 'from: NODE' and 'to: NODE|SERVICE|IP:PORT'")
+                continue
+            paths = {}
+            for key in ("path", "reply_path"):
+                value = e.get(key, [])
+                if not isinstance(value, list) or not all(isinstance(n, str) for n in value):
+                    self.d.error(p + (key,), "must be a list of node names", "e.g. [host1, r1, host2]")
+                    value = []
+                paths[key] = tuple(value)
+            reaches = self.boolean(p + ("reaches",), e["reaches"]) if "reaches" in e else True
+            out.append(Expect(frm=e["from"], to=e["to"], reaches=reaches is not False, **paths))
+        return tuple(out)
 
     def switches(self, raw):
         if raw is None:
@@ -297,7 +325,7 @@ class Builder:
                               "forwarding method")
         persistence = (self.integer(path + ("persistence",), raw["persistence"], 1, 86400 * 30)
                        if raw.get("persistence") is not None else None)
-        flags = {k: self.boolean(path + (k,), raw[k]) for k in ("arp_tuning", "rp_filter_relax") if k in raw}
+        flags = {k: self.boolean(path + (k,), raw[k]) for k in ("arp_tuning", "rp_filter_relax", "return_path_check") if k in raw}
         rs_raw = self.mapping(path + ("real_servers",), raw.get("real_servers"), "node name to weight/address/port")
         real_servers = []
         for node, settings in rs_raw.items():

@@ -94,6 +94,21 @@ def check(topo: Topology, d) -> None:
                         "one of: " + ", ".join(names))
     for svc in topo.services:
         _check_service(topo, svc, d)
+    for i, e in enumerate(topo.expect):
+        _check_expect(topo, e, ("expect", i), d)
+
+
+def _check_expect(topo, e, path, d):
+    known = ", ".join(n.name for n in topo.nodes)
+    if not topo.has_node(e.frm):
+        d.error(path + ("from",), f"node '{e.frm}' does not exist", f"one of: {known}")
+    host, sep, port = e.to.rpartition(":")
+    if not (topo.has_node(e.to) or any(s.name == e.to for s in topo.services) or (sep and port.isdigit())):
+        d.error(path + ("to",), f"'{e.to}' is not a node, a service or IP:PORT")
+    for key in ("path", "reply_path"):
+        for j, node in enumerate(getattr(e, key)):
+            if not topo.has_node(node):
+                d.error(path + (key, j), f"node '{node}' does not exist", f"one of: {known}")
 
 
 def _check_peer(topo, node, iface, ipath, d):
@@ -139,7 +154,7 @@ def _check_service(topo, svc, d):
             d.error(rpath, f"cannot tell which address of {rs.node} the director should use",
                     f"set services.{svc.name}.real_servers.{rs.node}.address")
             continue
-        if svc.forward is Forward.NAT:
+        if svc.forward is Forward.NAT and svc.return_path_check:
             _check_nat_return(topo, svc, rs, shared, rpath, d)
 
 
@@ -153,7 +168,8 @@ def _check_nat_return(topo, svc, rs, shared, rpath, d):
     gw = node.gateway
     if gw not in director_addrs:
         told = f"sends replies to {gw} (its gateway)" if gw else "has no default route"
+        fix = (f"set nodes.{rs.node}.gateway: {director_addrs[0]} (the director's address on their segment)"
+               if director_addrs else f"give {svc.director} an address on {rs.node}'s segment")
         d.error(rpath, f"{rs.node} {told}, not through the director: in LVS NAT the director must see "
                 "each reply to rewrite its source back to the VIP",
-                f"set nodes.{rs.node}.gateway: {director_addrs[0]} (the director's address on their segment)"
-                if director_addrs else f"give {svc.director} an address on {rs.node}'s segment")
+                f"{fix}; to break the lab on purpose, set services.{svc.name}.return_path_check: false")

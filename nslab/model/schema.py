@@ -96,6 +96,18 @@ class Service:
     arp_tuning: bool = True  # DR/TUN: arp_ignore=1, arp_announce=2 on real servers
     rp_filter_relax: bool = True  # TUN: rp_filter 0 on real servers so decapsulated packets pass
     vip_interface: str | None = None  # the director interface that holds the VIP; None: derived
+    return_path_check: bool = True  # NAT: refuse real servers whose replies bypass the director
+
+
+@dataclass(frozen=True)
+class Expect:
+    """A lab's own claim for `verify`: traffic from a node to a target takes (or never takes) a path."""
+
+    frm: str  # the sending node (`from:` in YAML)
+    to: str  # a node, a service name or IP:PORT
+    reaches: bool = True  # False: the request must go unanswered (a lab broken on purpose)
+    path: tuple[str, ...] = ()  # the request's nodes in order, sender first
+    reply_path: tuple[str, ...] = ()  # the reply's nodes in order
 
 
 @dataclass(frozen=True)
@@ -104,6 +116,7 @@ class Topology:
     nodes: tuple[Node, ...]
     switches: tuple[str, ...] = ()
     services: tuple[Service, ...] = ()
+    expect: tuple[Expect, ...] = ()
     description: str = ""
     source: str = field(default="<string>", compare=False)
     text: str = field(default="", compare=False, repr=False)  # the YAML it came from, kept in the lab's state

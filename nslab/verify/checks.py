@@ -30,6 +30,7 @@ class Context:
     walk: Walk
     traffic: dict | None = None
     service: Service | None = None
+    rp_filter: dict = field(default_factory=dict)  # TUN: {real server: effective rp_filter on tunl0}
 
 
 def hop_line(h: Hop) -> str:
@@ -200,6 +201,14 @@ def check_lvs(ctx: Context, svc: Service) -> Result:
                       "MAC, so requests bypass the director", [frame_line(f) for f in liars])
     rips, at_rs = _rs_hops(ctx, svc)
     ev = [hop_line(h) for h in ctx.walk.packets]
+    if svc.forward is Forward.NAT:
+        bypass = _nat_bypass(ctx, svc, rips)
+        if bypass:
+            f, rs, via = bypass
+            return Result(name, False, f"{rs} sent its reply from {f.ip.src} to {f.ip.dst} through {via}, not "
+                          f"through the director {d}: nobody rewrote the source back to the VIP {vip}, so the "
+                          f"client dropped an answer it never asked for ({rs}'s gateway must be {d})",
+                          [frame_line(f)])
     if not at_rs:
         return Result(name, False, f"no request reached a real server of {svc.name}"
                       + (f": {ctx.walk.broke}" if ctx.walk.broke else ""), ev)
@@ -217,6 +226,13 @@ def check_lvs(ctx: Context, svc: Service) -> Result:
                           f"rewrites the source back to the VIP {vip} (is {rs}'s gateway {d}?)", ev)
         return Result(name, True, f"NAT: {d} rewrote dst {vip} -> {rips[rs]} ({rs}); the reply passed {d} "
                       f"and left it with source {vip}", ev)
+    if not ctx.walk.reply:
+        why = ""
+        if ctx.rp_filter.get(rs):
+            why = (f": the decapsulated packet from {ip.inner.src if ip.inner else 'the client'} arrives on tunl0, "
+                   f"but {rs}'s route back to it leaves by another interface, and {rs}'s rp_filter "
+                   f"({ctx.rp_filter[rs]}, strict) drops such packets silently; rp_filter must be 0 (or 2) there")
+        return Result(name, False, f"{rs} received the request (hop {h.n}, {h.link}) but never answered{why}", ev)
     if reply_via_director:
         return Result(name, False, f"the reply crossed the director {d} (hop {reply_via_director[0].n}): in "
                       f"{svc.forward.value.upper()} the real server answers the client directly", ev)
@@ -237,6 +253,22 @@ def check_lvs(ctx: Context, svc: Service) -> Result:
                       f"outer DIP -> {rips[rs]} around inner CIP -> {vip}", ev)
     return Result(name, True, f"TUN: on {h.link} proto 4, outer {ip.src} -> {ip.dst} around inner "
                   f"{inner.src} -> {inner.dst}; the reply bypassed {d}", ev)
+
+
+def _nat_bypass(ctx, svc, rips):
+    """(frame, real server, next hop) of a reply that left a NAT real server towards someone other than
+    the director, or None."""
+    director_macs = {m for m, n in ctx.net.macs.items() if n == svc.director}
+    by_ip = {ip: rs for rs, ip in rips.items()}
+    for f in ctx.frames:
+        ip = f.ip
+        if not ip or ip.src not in by_ip or f.node != by_ip[ip.src] or f.direction != "from":
+            continue
+        if ip.dst in rips.values() or ctx.net.owns(svc.director, ip.dst):
+            continue
+        if f.dst_mac not in director_macs:
+            return f, by_ip[ip.src], ctx.net.macs.get(f.dst_mac, f.dst_mac)
+    return None
 
 
 def expected_share(svc: Service, n: int) -> dict | None:
@@ -268,6 +300,30 @@ def check_scheduler(svc: Service, by_server: dict) -> Result:
                       f"{ {r.node: r.weight for r in svc.real_servers} }: {k} got {by_server.get(k, 0)} of {n}, "
                       f"expected {want[k]:.1f} ±{slack}", ev)
     return Result("scheduler", True, f"{svc.scheduler}: {n} connections split {got}, as the weights say", ev)
+
+
+def nodes_along(hops) -> list:
+    """The nodes a packet visited, in order: first sender, then each receiver."""
+    return [hops[0].sender] + [h.receiver for h in hops] if hops else []
+
+
+def check_expectation(i: int, exp, walk, traffic) -> Result:
+    """A topology's own `expect:` entry, judged on one observed request and its reply."""
+    name = f"expect[{i}]"
+    what = f"{exp.frm} -> {exp.to}"
+    answered = bool(traffic and traffic.get("ok"))
+    ev = [hop_line(h) for h in walk.packets]
+    if answered != exp.reaches:
+        said = "got an answer" if answered else "got no answer" + (f" ({walk.broke})" if walk.broke else "")
+        return Result(name, False, f"{what} {said}, but the lab expects it {'to' if exp.reaches else 'not to'} "
+                      "be answered", ev)
+    for key, hops in (("path", walk.request), ("reply_path", walk.reply)):
+        want, got = list(getattr(exp, key)), nodes_along(hops)
+        if want and got != want:
+            return Result(name, False, f"{what}: {key} was {' -> '.join(got) or '(nothing)'}, the lab expects "
+                          f"{' -> '.join(want)}", ev)
+    shown = " -> ".join(nodes_along(walk.request)) or "no path"
+    return Result(name, True, f"{what} {'answered' if answered else 'unanswered, as expected'}: {shown}", ev)
 
 
 def run_checks(ctx: Context) -> list:

@@ -7,9 +7,11 @@ import time
 from dataclasses import dataclass
 
 from ..errors import CheckFailed, UsageError
-from ..model.schema import Topology
+from ..model.schema import Forward, Topology
+from ..plan import names
 
 QUIET_SECONDS = 0.2  # after the traffic: wait until no frame arrived for this long (closing FINs in flight)
+CONCURRENCY = 10  # requests in flight: a broken lab's timeouts then cost count/10 x timeout, not count x
 
 
 @dataclass
@@ -71,13 +73,16 @@ def observe(lab: str, client: str, target: Target, count: int = 3, timeout: floa
     """Flush neighbour caches, sniff every link, send `count` requests from client; (frames, traffic, capture)."""
     from .. import api
     from .capture import Capture, taps_for
+    from ..kernel import addrs
+    from ..kernel.session import Session
     topo = api.topology_of(lab)
-    for node in topo.nodes:  # so every first packet to a neighbour needs ARP again
-        api.run(lab, node.name, ["ip", "neigh", "flush", "all"], capture_output=True, check=False)
+    with Session() as s:
+        for node in topo.nodes:  # so every first packet to a neighbour needs ARP again
+            addrs.flush_neighbours(s, names.node_ns(lab, node.name))
     cap = Capture(taps_for(topo, lab), max_seconds=60 + count * timeout).start()
     try:
         argv = [sys.executable, "-m", "nslab.verify.traffic", target.kind, "--target", f"{target.ip}:{target.port}",
-                "--count", str(count), "--timeout", str(timeout)]
+                "--count", str(count), "--timeout", str(timeout), "--concurrency", str(min(count, CONCURRENCY))]
         proc = api.run(lab, client, argv, capture_output=True, text=True, timeout=30 + count * timeout)
         seen = -1
         while cap.seen != seen:  # wait for quiet, not for a fixed time: the last FIN/ACKs
@@ -97,12 +102,25 @@ def analyse(lab: str, client: str, target: Target, frames, traffic):
     from .. import api
     from . import checks, walk
     topo = api.topology_of(lab)
-    net = walk.Net(topo, walk.macs_from_status(api.status(lab)))
+    net = walk.Net(topo, walk.macs_from_status(api.status(lab, settle=False)))
     ports = traffic.get("client_ports") or []
     w = walk.walk(frames, net, client, proto="udp" if target.kind == "udp" else "tcp",
                   sport=ports[0] if ports else None)
-    ctx = checks.Context(net, frames, w, traffic, target.service)
+    ctx = checks.Context(net, frames, w, traffic, target.service, rp_filter=_rp_filters(lab, target.service))
     return w, net, checks.run_checks(ctx)
+
+
+def _rp_filters(lab, svc):
+    """{real server: effective rp_filter on tunl0} for TUN services, read from the running kernel."""
+    from ..kernel import sysctl
+    if not svc or svc.forward is not Forward.TUN:
+        return {}
+    out = {}
+    for rs in svc.real_servers:
+        ns = names.node_ns(lab, rs.node)
+        values = [sysctl.read(ns, f"net.ipv4.conf.{scope}.rp_filter") for scope in ("all", "tunl0")]
+        out[rs.node] = max(int(v) for v in values if v is not None)  # the kernel uses max(all, dev)
+    return out
 
 
 def _ensure_up(arg: str):
@@ -128,6 +146,7 @@ def cmd_verify(args):
         count = args.count or (60 if target.service else 3)
         frames, traffic, cap = observe(lab, client, target, count=count)
         w, net, results = analyse(lab, client, target, frames, traffic)
+        results += _expectations(lab, topo)
         seconds = time.monotonic() - started
     finally:
         if brought:
@@ -148,6 +167,18 @@ def cmd_verify(args):
     if failed:
         raise CheckFailed(f"{len(failed)} of {len(results)} checks failed in lab '{lab}'")
     return 0
+
+
+def _expectations(lab, topo) -> list:
+    """The topology's own `expect:` entries, each observed with a few requests of its own."""
+    from . import checks
+    out = []
+    for i, exp in enumerate(topo.expect):
+        target = pick_target(topo, exp.to)
+        frames, traffic, _ = observe(lab, exp.frm, target, count=1)
+        w, _, _ = analyse(lab, exp.frm, target, frames, traffic)
+        out.append(checks.check_expectation(i, exp, w, traffic))
+    return out
 
 
 def format_walk(w) -> list:

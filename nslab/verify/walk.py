@@ -47,6 +47,11 @@ class Net:
             return "router"
         return "host"
 
+    def title(self, node: str, role: str | None = None) -> str:
+        """'router r1', but just 'router' for a node named router (no 'router router')."""
+        role = role or self.role(node)
+        return node if node == role or node.startswith(role) else f"{role} {node}"
+
     def owns(self, node: str, ip: str) -> bool:
         if self.addr_owner.get(ip) == node:
             return True
@@ -288,17 +293,17 @@ def _note(prev: Hop, h: Hop, net: Net) -> str:
     if (a.src, a.dst) == (b.src, b.dst):
         for s in directed:
             if b.dst == str(s.vip) and s.forward is Forward.DR:
-                return (f"director {who} rewrote the destination MAC only (now {h.receiver}'s "
+                return (f"{net.title(who, 'director')} rewrote the destination MAC only (now {h.receiver}'s "
                         f"{h.frame.dst_mac}); IP pair unchanged — DR")
         if net.owns(h.receiver, b.dst):
-            return f"{net.role(who)} {who}: {b.dst} is on its own network, delivers to {h.receiver}; new MAC pair, same IP pair"
+            return f"{net.title(who)}: {b.dst} is on its own network, delivers to {h.receiver}; new MAC pair, same IP pair"
         nh = net.addr_on(h.receiver, h.link) or h.receiver
-        return f"{net.role(who)} {who}: next hop {nh} ({h.receiver}), new MAC pair, same IP pair"
+        return f"{net.title(who)}: next hop {nh} ({h.receiver}), new MAC pair, same IP pair"
     parts = []
     if a.dst != b.dst:
         vip = next((s for s in directed if a.dst == str(s.vip)), None)
         if vip:
-            parts.append(f"director {who} rewrote destination VIP {a.dst} -> RIP {b.dst} — NAT")
+            parts.append(f"{net.title(who, 'director')} rewrote destination VIP {a.dst} -> RIP {b.dst} — NAT")
         elif net.topo.has_node(who) and net.topo.node(who).nat:
             parts.append(f"SNAT undone: {who} rewrote destination {a.dst} -> {b.dst}")
         else:
@@ -306,7 +311,7 @@ def _note(prev: Hop, h: Hop, net: Net) -> str:
     if a.src != b.src:
         vip = next((s for s in directed if b.src == str(s.vip)), None)
         if vip:
-            parts.append(f"director {who} rewrote source RIP {a.src} -> VIP {b.src} — NAT")
+            parts.append(f"{net.title(who, 'director')} rewrote source RIP {a.src} -> VIP {b.src} — NAT")
         elif net.topo.has_node(who) and net.topo.node(who).nat:
             parts.append(f"SNAT: {who} rewrote source {a.src} -> {b.src}")
         else:

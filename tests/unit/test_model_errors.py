@@ -85,3 +85,16 @@ def test_yaml_is_loaded_safely():
 def test_bad_sysctl_key_rejected():
     text = GOOD + "    sysctls: {kernel.panic: 1}\n"
     assert any("nodes.b.sysctls.kernel.panic: 'kernel.panic' is not a network sysctl" in p for p in errors(text))
+
+
+def test_expect_names_must_exist():
+    text = GOOD + "expect:\n  - {from: nobody, to: b, path: [a, zz]}\n"
+    problems = errors(text)
+    assert any("expect[0].from: node 'nobody' does not exist (one of: a, b)" in p for p in problems)
+    assert any("expect[0].path[1]: node 'zz' does not exist" in p for p in problems)
+
+
+def test_expect_loads():
+    topo = model.loads(GOOD + "expect:\n  - {from: a, to: b, reaches: false}\n", "x.yaml")
+    (e,) = topo.expect
+    assert (e.frm, e.to, e.reaches, e.path) == ("a", "b", False, ())
