@@ -69,7 +69,7 @@ def up(topo: Topology, progress=None) -> UpResult:
         with Session(run_dir=run_dir, known=(before or {}).get("known")) as s:
             try:
                 changed = kapply.apply(s, actions, progress)
-            except Exception:
+            except BaseException:  # the kernel side is already rolled back; so is a new lab's state
                 if before is None:
                     state.remove(topo.name)
                 raise
@@ -189,7 +189,7 @@ def _service_status(session, topo, svc, connections, settle):
     return entry
 
 
-def exec_argv(lab: str, node: str) -> str:
+def node_namespace(lab: str, node: str) -> str:
     """The namespace to enter for a node of a running lab. Raises UsageError."""
     from .kernel import netns
     ns = names.node_ns(lab, node)
@@ -204,7 +204,7 @@ def run(lab: str, node: str, argv, **kwargs) -> subprocess.CompletedProcess:
     """Run argv inside a node and wait (subprocess.run keywords pass through)."""
     from .kernel import netns
     require_root()
-    ns = exec_argv(lab, node)
+    ns = node_namespace(lab, node)
     fd = os.open(netns.path(ns), os.O_RDONLY)
     try:
         return subprocess.run(list(argv), preexec_fn=lambda: netns.setns(fd), **kwargs)

@@ -117,10 +117,28 @@ def cmd_up(args):
     done = "built" if result.changed else "already up, nothing changed"
     print(f"lab '{result.lab}' {done}: {len(result.changed)} of {result.total} steps applied "
           f"in {result.seconds:.2f} s")
-    _print_nodes(api.status(result.lab))
-    print(f"\ntry:\n  sudo nslab exec {result.lab} {topo.nodes[0].name} -- ip route\n"
-          f"  sudo nslab status {result.lab}\n  sudo nslab down {result.lab}")
+    _print_nodes(api.status(result.lab, settle=False))
+    print("\ntry:")
+    for line in _next_steps(lab.topo, result.lab):
+        print(f"  {line}")
     return 0
+
+
+def _next_steps(topo, lab):
+    """What a student would type next, for this lab."""
+    first = topo.nodes[0].name
+    steps = [f"nslab exec {lab} {first} -- ip route"]
+    if topo.services:
+        svc = topo.services[0]
+        client = next((n.name for n in topo.nodes if n.name == "client"), first)
+        steps += [f"nslab exec {lab} {client} -- python3 -m nslab.verify.traffic http --target {svc.vip}:{svc.port} "
+                  "--count 60", f"nslab status {lab} --connections", f"nslab trace {lab} {client} {svc.name}"]
+    else:
+        target = next((n.name for n in topo.nodes if n.app), None)
+        if target:
+            steps.append(f"nslab trace {lab} {first} {target}")
+    steps += [f"nslab verify {lab}", f"nslab down {lab}"]
+    return steps
 
 
 def cmd_down(args):
@@ -214,7 +232,7 @@ def cmd_exec(args):
     from .kernel import netns
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     api.require_root()
-    ns = api.exec_argv(args.lab, args.node)
+    ns = api.node_namespace(args.lab, args.node)
     if not command:
         command = [os.environ.get("SHELL") or "/bin/sh"]
     fd = os.open(netns.path(ns), os.O_RDONLY)
@@ -234,9 +252,9 @@ def cmd_doctor(args):
         print(json.dumps([c.__dict__ for c in checks], indent=1))
     else:
         for c in checks:
-            print(f"{'ok  ' if c.ok else 'MISSING'} {c.name}: {c.detail}")
+            print(f"{'ok' if c.ok else 'MISSING':<7}  {c.name}: {c.detail}")
             if not c.ok and c.fix:
-                print(f"        fix: {c.fix}")
+                print(f"{'':<9}fix: {c.fix}")
     return 0 if all(c.ok for c in checks) else 3
 
 

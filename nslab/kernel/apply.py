@@ -37,13 +37,15 @@ def apply(session, plan, progress=None) -> list:
         if progress:
             progress(i, len(plan), action)
         try:
-            if ex.done(session, action):
+            # In a namespace this run created nothing can be in place yet: skip the look.
+            fresh = {action.ns, getattr(action, "peer_ns", action.ns)} <= session.fresh
+            if not (fresh and not isinstance(action, A.AddNetns)) and ex.done(session, action):
                 continue
             ex.do(session, action)
             changed.append(action)
-        except Exception as e:  # noqa: BLE001 - anything half-done must be rolled back
+        except BaseException as e:  # noqa: BLE001 - anything half-done is rolled back, Ctrl-C included
             rollback(session, changed)
-            if isinstance(e, NslabError):
+            if isinstance(e, NslabError) or not isinstance(e, Exception):
                 raise
             cmd = action.commands()[0] if action.argvs() else type(action).__name__
             raise KernelError(f"step {i + 1} of {len(plan)} failed: `{cmd}` ({action.reason}): {_explain(e)}; "

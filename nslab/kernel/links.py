@@ -31,6 +31,7 @@ class AddNetns:
     @staticmethod
     def do(s, a):
         netns.create(a.ns)
+        s.fresh.add(a.ns)
         ipr = s.ipr(a.ns)
         ipr.link("set", index=1, ifalias=a.mark, state="up")
 
@@ -67,6 +68,7 @@ def _delete_link(s, ns, name):
     idx = s.index(ns, name) if netns.exists(ns) else None
     if idx is not None:
         s.ipr(ns).link("del", index=idx)
+    s.forget_link(ns, name)
 
 
 class AddVeth:
@@ -96,6 +98,7 @@ class AddVeth:
     @staticmethod
     def undo(s, a):
         _delete_link(s, a.ns, a.name)  # the peer goes with it
+        s.forget_link(a.peer_ns, a.peer)
 
 
 class AddTunnel:

@@ -14,6 +14,8 @@ class Session:
         self.run_dir = run_dir  # where app logs go (/run/nslab/<lab>)
         self.known = dict(known or {})  # state carried between runs: app pids, execs done
         self.undo_data = {}  # action -> what its undo needs (old sysctl values, pids)
+        self.fresh = set()  # namespaces this run created: nothing in them can be in place yet
+        self._index = {}  # (ns, ifname) -> ifindex; lookups dominate apply time otherwise
 
     def socket(self, ns: str, kind: str, factory):
         """The `kind` socket of ns, made by factory() from inside ns on first use."""
@@ -35,13 +37,21 @@ class Session:
         return self._fds[ns]
 
     def index(self, ns: str, ifname: str) -> int | None:
-        found = self.ipr(ns).link_lookup(ifname=ifname)
-        return found[0] if found else None
+        if (ns, ifname) not in self._index:
+            found = self.ipr(ns).link_lookup(ifname=ifname)
+            if not found:
+                return None
+            self._index[(ns, ifname)] = found[0]
+        return self._index[(ns, ifname)]
+
+    def forget_link(self, ns: str, ifname: str) -> None:
+        self._index.pop((ns, ifname), None)
 
     def forget(self, ns: str) -> None:
         """Drop the cached socket of a namespace that is being deleted."""
         for key in [k for k in self._socks if k[1] == ns]:
             self._socks.pop(key).close()
+        self._index = {k: v for k, v in self._index.items() if k[0] != ns}
         fd = self._fds.pop(ns, None)
         if fd is not None:
             os.close(fd)

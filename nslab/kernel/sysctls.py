@@ -6,29 +6,18 @@ from . import sysctl
 class Sysctls:
     @staticmethod
     def done(s, a):
-        for key, value in a.values:
-            current = sysctl.read(a.ns, key)
-            if current is None and a.optional:
-                continue
-            if current != value:
-                return False
-        return True
+        current = sysctl.read_many(a.ns, [k for k, _ in a.values])
+        return all(current[k] == v or (current[k] is None and a.optional) for k, v in a.values)
 
     @staticmethod
     def do(s, a):
-        old = []
-        for key, value in a.values:
-            current = sysctl.read(a.ns, key)
-            if current is None:
-                if a.optional:
-                    continue
-                raise FileNotFoundError(f"sysctl {key} does not exist in {a.ns}")
-            old.append((key, current))
-            if current != value:
-                sysctl.write(a.ns, key, value)
-        s.undo_data[a] = old
+        current = sysctl.read_many(a.ns, [k for k, _ in a.values])
+        missing = [k for k, _ in a.values if current[k] is None]
+        if missing and not a.optional:
+            raise FileNotFoundError(f"sysctl {missing[0]} does not exist in {a.ns}")
+        s.undo_data[a] = [(k, current[k]) for k, _ in a.values if current[k] is not None]
+        sysctl.write_many(a.ns, [(k, v) for k, v in a.values if current[k] not in (None, v)])
 
     @staticmethod
     def undo(s, a):
-        for key, value in s.undo_data.pop(a, []):
-            sysctl.write(a.ns, key, value)
+        sysctl.write_many(a.ns, s.undo_data.pop(a, []))

@@ -94,30 +94,31 @@ def graph_svg(topo) -> str:
     nx = {n.name: 90 + i * cw for i, n in enumerate(topo.nodes)}
     sw_gap = max(cw, (len(topo.nodes) * cw) / max(1, len(topo.switches)))
     sx = {s: 90 + sw_gap * i + sw_gap / 2 - cw / 2 for i, s in enumerate(topo.switches)}
-    ny, sy = 120, 320
+    ny, sy = 120, 360
     width = max(len(topo.nodes) * cw, len(topo.switches) * sw_gap) + 120
     height = sy + 80 + 22 * len(topo.services)
     body = [f'<text x="10" y="20" font-size="14">{escape(topo.name + ": " + topo.description)}</text>']
     for node in topo.nodes:
         x = nx[node.name]
+        # Addresses are listed inside the node's box, so labels never cross lines or each other.
+        bottom = ny + 22 + 13 * len(node.interfaces)
+        role = "router" if node.forward else (f"app {node.app.kind}" if node.app else "")
+        body.append(f'<rect class="node" x="{x - 85}" y="{ny - 20}" width="170" height="{bottom - ny + 20}" rx="6" '
+                    f'fill="#eaf2fb" stroke="#1f6fb2"/>')
+        body.append(f'<text x="{x}" y="{ny - 4}" text-anchor="middle" font-weight="bold">{escape(node.name)}</text>')
+        body.append(f'<text x="{x}" y="{ny + 9}" text-anchor="middle" font-size="10">{escape(role)}</text>')
         for k, iface in enumerate(node.interfaces):
-            addrs = ", ".join(str(a) for a in iface.addresses)
+            addrs = ", ".join(str(a) for a in iface.addresses) or "-"
+            where = iface.switch or (":".join(iface.peer) if iface.peer else "")
+            body.append(f'<text x="{x}" y="{ny + 26 + 13 * k}" text-anchor="middle" font-size="9">'
+                        f'{escape(f"{iface.name} {addrs}")}{escape(f" ({where})" if where else "")}</text>')
             if iface.switch in sx:
-                x2 = sx[iface.switch]
-                body.append(f'<line class="iface" x1="{x}" y1="{ny + 20}" x2="{x2}" y2="{sy - 14}" stroke="#555"/>')
-                body.append(f'<text x="{(x + x2) / 2 + 4}" y="{ny + 60 + 16 * k}" font-size="10">'
-                            f'{escape(f"{iface.name} {addrs}")}</text>')
+                body.append(f'<line class="iface" x1="{x}" y1="{bottom}" x2="{sx[iface.switch]}" y2="{sy - 14}" '
+                            'stroke="#555"/>')
             elif iface.peer and node.name < iface.peer[0]:
                 x2 = nx[iface.peer[0]]
                 body.append(f'<path class="link" d="M{x},{ny - 20} Q{(x + x2) / 2},{ny - 80} {x2},{ny - 20}" '
                             f'fill="none" stroke="#555"/>')
-                body.append(f'<text x="{(x + x2) / 2}" y="{ny - 56}" text-anchor="middle" font-size="10">'
-                            f'{escape(f"{node.name}:{iface.name} {addrs}")}</text>')
-        role = "router" if node.forward else (f"app {node.app.kind}" if node.app else "")
-        body.append(f'<rect class="node" x="{x - 60}" y="{ny - 20}" width="120" height="40" rx="6" '
-                    f'fill="#eaf2fb" stroke="#1f6fb2"/>')
-        body.append(f'<text x="{x}" y="{ny - 2}" text-anchor="middle" font-weight="bold">{escape(node.name)}</text>')
-        body.append(f'<text x="{x}" y="{ny + 13}" text-anchor="middle" font-size="10">{escape(role)}</text>')
     for s, x in sx.items():
         body.append(f'<rect class="switch" x="{x - 55}" y="{sy - 14}" width="110" height="28" fill="#fdf2e9" '
                     f'stroke="#d35400"/><text x="{x}" y="{sy + 4}" text-anchor="middle">{escape(s)}</text>')
@@ -125,8 +126,8 @@ def graph_svg(topo) -> str:
         d = nx[svc.director]
         for rs in svc.real_servers:
             if rs.node in nx:
-                body.append(f'<path class="service" d="M{d},{ny + 20} Q{(d + nx[rs.node]) / 2},{ny + 110} '
-                            f'{nx[rs.node]},{ny + 20}" fill="none" stroke="#c0392b" stroke-dasharray="6 3" '
+                body.append(f'<path class="service" d="M{d},{ny - 20} Q{(d + nx[rs.node]) / 2},{ny - 90} '
+                            f'{nx[rs.node]},{ny - 20}" fill="none" stroke="#c0392b" stroke-dasharray="6 3" '
                             f'marker-end="url(#head-reply)"/>')
         text = (f"service {svc.name}: VIP {svc.vip}:{svc.port}/{svc.protocol} on {svc.director}, "
                 f"{svc.forward.value}, {svc.scheduler} -> " + ", ".join(f"{r.node} (w{r.weight})" for r in svc.real_servers))

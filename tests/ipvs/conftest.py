@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from nslab import api, model
+from nslab import model
 from nslab.kernel import caps, netns
 
 
@@ -39,17 +39,3 @@ def http(lab, node, target, count=60, concurrency=10):
 
 def leftovers(lab_name):
     return [n for n in netns.list_names() if n.startswith(lab_name + "-")]
-
-
-@pytest.fixture
-def lab_of(root_dir):
-    made = []
-
-    def make(topo):
-        lab = api.Lab(topo)
-        made.append(lab)
-        lab.up()
-        return lab
-    yield make
-    for lab in made:
-        lab.down_quietly()

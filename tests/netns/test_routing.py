@@ -63,7 +63,7 @@ def test_two_copies_side_by_side(make_lab):
 
 
 def test_down_without_state_spares_foreign_namespaces(make_lab):
-    lab = make_lab("routing", "rtc")
+    make_lab("routing", "rtc")
     subprocess.run(["ip", "netns", "add", "rtc-mine"], check=True)  # the user's own, not nslab's
     try:
         state.remove("rtc")  # as after a crash that lost /run/nslab
