@@ -56,4 +56,8 @@ fi
 say "python3 -m pip install -e $REPO[test,vm] (with $(command -v python3))"
 python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -e "$REPO[test,vm]"
 
-say "done: try 'nslab doctor'"
+# pyenv only sees new console scripts after a rehash (pip run as `python3 -m pip` doesn't trigger one).
+if command -v pyenv >/dev/null 2>&1; then
+    pyenv rehash
+fi
+say "done: $(command -v nslab || echo 'python3 -m nslab') doctor tells what this kernel can run"

@@ -76,6 +76,9 @@ class AddVeth:
     def done(s, a):
         if not (_is_up(s, a.ns, a.name) and _is_up(s, a.peer_ns, a.peer)):
             return False
+        for ns, name, mac in ((a.ns, a.name, a.mac), (a.peer_ns, a.peer, a.peer_mac)):
+            if mac and s.ipr(ns).get_links(s.index(ns, name))[0].get("address") != mac:
+                return False
         if a.master:
             link = s.ipr(a.ns).get_links(s.index(a.ns, a.name))[0]
             return link.get("master") == s.index(a.ns, a.master)
@@ -92,6 +95,8 @@ class AddVeth:
         if a.peer_mac:
             pipr.link("set", index=pidx, address=a.peer_mac)
         extra = {"master": s.index(a.ns, a.master)} if a.master else {}
+        if a.mac:
+            extra["address"] = a.mac
         ipr.link("set", index=s.index(a.ns, a.name), state="up", **extra)
         pipr.link("set", index=pidx, state="up")
 

@@ -57,11 +57,14 @@ class AddVeth(Action):
     peer_ns: str = ""
     peer: str = ""
     master: str | None = None  # bridge in ns that `name` joins
+    mac: str | None = None
     peer_mac: str | None = None
 
     def argvs(self):
         out = [_ip(self.ns, "link", "add", self.name, "type", "veth", "peer", "name", self.peer,
                    "netns", self.peer_ns)]
+        if self.mac:
+            out.append(_ip(self.ns, "link", "set", self.name, "address", self.mac))
         if self.peer_mac:
             out.append(_ip(self.peer_ns, "link", "set", self.peer, "address", self.peer_mac))
         if self.master:

@@ -144,7 +144,7 @@ def _links(topo):
                 done.add(pair)
                 pnode, pif = iface.peer
                 out.append(AddVeth(ns, name=iface.name, peer_ns=names.node_ns(lab, pnode), peer=pif,
-                                   peer_mac=topo.node(pnode).interface(pif).mac,
+                                   mac=iface.mac, peer_mac=topo.node(pnode).interface(pif).mac,
                                    reason=f"direct cable {node.name}:{iface.name} <-> {pnode}:{pif}"))
     return out
 
