@@ -33,12 +33,15 @@ def require_kernel_features(topo: Topology) -> None:
     from .kernel import caps
     if not caps.has_ipvs():
         raise EnvironmentMissing(
-            f"lab '{topo.name}' has services, but the running kernel has no IPVS (ip_vs). "
-            f"Run it in the kernel VM: nslab vm -- nslab up {topo.source} (see `nslab doctor`)")
+            f"lab '{topo.name}' has services, but the running kernel has no IPVS (ip_vs). {_vm_hint(topo)}")
     if any(s.forward is Forward.TUN for s in topo.services) and not caps.has_ipip():
         raise EnvironmentMissing(
-            f"lab '{topo.name}' uses LVS TUN, but the running kernel has no ipip module. "
-            f"Run it in the kernel VM: nslab vm -- nslab up {topo.source} (see `nslab doctor`)")
+            f"lab '{topo.name}' uses LVS TUN, but the running kernel has no ipip module. {_vm_hint(topo)}")
+
+
+def _vm_hint(topo):
+    return (f"Run it in the kernel VM, in one go: nslab vm -- nslab verify {topo.source} ; or get a shell there "
+            f"with `nslab vm` and run nslab up {topo.source} (see `nslab doctor`)")
 
 
 @dataclass

@@ -85,7 +85,8 @@ def build_parser():
     sp = cmd("doctor", cmd_doctor, "what this kernel and machine can run, and how to get the rest")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
 
-    sp = cmd("vm", cmd_vm, "run a command as root in a throwaway VM whose kernel has IPVS (virtme-ng over QEMU)")
+    sp = cmd("vm", cmd_vm, "run a command (default: a shell) as root in a throwaway VM whose kernel has IPVS "
+             "(virtme-ng over QEMU; the project directory stays writable, everything else is discarded)")
     sp.add_argument("--kernel", help="kernel image (default: newest /boot/vmlinuz-* with IP_VS)")
     sp.add_argument("--memory", help="VM memory, e.g. 2G (default: 2G)")
     sp.add_argument("--dry-run", action="store_true", help="print the VM command line instead of running it")
@@ -262,7 +263,12 @@ def cmd_vm(args):
     from . import vm
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
-        raise api.UsageError("nothing to run: nslab vm -- COMMAND [ARG...]")
+        if not sys.stdin.isatty():
+            raise api.UsageError("nothing to run: nslab vm -- COMMAND [ARG...] (or run `nslab vm` on a terminal "
+                                 "for a shell in the VM)")
+        print("nslab vm: a root shell in a throwaway VM whose kernel has IPVS; `exit` ends it and everything "
+              "in it", file=sys.stderr)
+        command = ["bash", "-i"]
     if args.dry_run:
         print(" ".join(vm.build_argv(command, kernel=args.kernel, memory=args.memory)))
         return 0

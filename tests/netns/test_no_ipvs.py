@@ -14,5 +14,5 @@ def test_up_lvs_lab_without_ipvs_exits_3_and_creates_nothing(root_dir):
     out = subprocess.run([sys.executable, "-m", "nslab.cli", "up", str(root_dir / "topologies" / "dr.yaml")],
                          capture_output=True, text=True)
     assert out.returncode == 3, out.stderr
-    assert "no IPVS" in out.stderr and "nslab vm -- nslab up" in out.stderr
+    assert "no IPVS" in out.stderr and "nslab vm -- nslab verify" in out.stderr
     assert netns.list_names() == before
