@@ -15,10 +15,12 @@ EPILOG = """\
 examples:
   sudo nslab up topologies/routing.yaml        build a lab (idempotent)
   sudo nslab exec routing host1 -- ping -c1 192.168.2.10
-  sudo nslab status routing                    nodes, interfaces, addresses, MACs
-  nslab plan topologies/dr.yaml                the same lab as ip/sysctl/ipvsadm commands
+  sudo nslab status routing                    nodes, interfaces, addresses, MACs (and IPVS counters)
+  sudo nslab verify routing                    send traffic, sniff every link, PASS/FAIL per concept
+  sudo nslab trace routing host1 host2         one request and its reply, hop by hop
+  nslab plan topologies/dr.yaml                the same lab as ip/sysctl/ipvsadm commands, with reasons
   sudo nslab down routing                      remove every trace of it
-  nslab vm -- nslab up topologies/dr.yaml      in a VM whose kernel has IPVS
+  sudo nslab vm -- nslab verify topologies/dr.yaml   LVS in a VM whose kernel has IPVS
 
 exit codes: 0 ok, 1 a check failed, 2 bad input or usage, 3 the environment lacks something
 """
