@@ -94,8 +94,8 @@ def build_parser():
     sp.add_argument("--dry-run", action="store_true", help="print the VM command line instead of running it")
     sp.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARG...]")
 
-    from .verify import commands as verify_commands  # verify, trace, graph: parsers and handlers live there
-    verify_commands.add_commands(cmd)
+    from . import cli_verify  # verify, trace, graph: their parsers and handlers
+    cli_verify.add_commands(cmd)
     return p
 
 

@@ -68,6 +68,16 @@ def run(ns: str, argv, log_path: str, timeout=60) -> int:
         os.close(fd)
 
 
+def capture(ns: str, argv, timeout=60) -> subprocess.CompletedProcess:
+    """Run argv inside ns and return it with its stdout/stderr as text."""
+    fd = os.open(netns.path(ns), os.O_RDONLY)
+    try:
+        return subprocess.run(list(argv), stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
+                              preexec_fn=lambda: netns.setns(fd))
+    finally:
+        os.close(fd)
+
+
 def alive_in(pid: int, ns: str) -> bool:
     """True if pid is alive, not a zombie, and inside the namespace."""
     try:

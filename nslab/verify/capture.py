@@ -301,17 +301,9 @@ class Capture:
         self.stop()
 
 
-def sniff_lab(lab: str, **kw) -> Capture:
-    """A started Capture on every tap of a running lab."""
-    from .. import api
-    return Capture(taps_for(api.topology_of(lab), lab), **kw).start()
-
-
-def measure(lab: str, node: str, iface: str = "eth0", count: int = 1000) -> dict:
+def measure(topo: Topology, lab: str, node: str, iface: str = "eth0", count: int = 1000) -> dict:
     """Readiness and loss: start a capture on every tap, at once send `count` frames of the local
     experimental EtherType 0x88b5 out of node:iface (they stay on that switch), count them."""
-    from .. import api
-    topo = api.topology_of(lab)
     cap = Capture(taps_for(topo, lab))
     t0 = time.monotonic()
     cap.start()

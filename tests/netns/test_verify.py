@@ -25,7 +25,7 @@ def renamed_copy(root_dir, tmp_path, rel, name):
 
 def test_capture_ready_at_once_and_lossless(make_lab):
     lab = make_lab("routing")
-    m = capture.measure(lab.name, "host1", count=2000)
+    m = capture.measure(lab.topo, lab.name, "host1", count=2000)
     assert m["first_seen"] and m["lost"] == 0, m
 
 
