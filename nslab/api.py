@@ -192,6 +192,40 @@ def _service_status(session, topo, svc, connections, settle):
     return entry
 
 
+def measure_load(lab: str, source: str | None = None, target: str | None = None, count: int = 1000,
+                 concurrency: int = 50, timeout: float = 3.0) -> dict:
+    """Send `count` requests from a node (default: the lab's client) to a target (default: the first
+    service) and report rate, latency, each real server's share and what crossed the director, from
+    the IPVS counters after the kernel's next fold. Raises UsageError for an unknown node or target."""
+    from .verify import checks, run
+    require_root()
+    topo = topology_of(lab)
+    client = source or run.pick_client(topo)
+    if not topo.has_node(client):
+        raise UsageError(f"lab '{lab}' has no node '{client}'")
+    tgt = run.pick_target(topo, target)
+    svc = tgt.service
+    from .kernel.session import Session
+    with Session() as s:
+        before = _service_status(s, topo, svc, False, settle=False) if svc else None
+    traffic = run.send(lab, client, tgt, count, concurrency, timeout)
+    out = {"lab": lab, "from": client, "target": f"{tgt.ip}:{tgt.port}", "traffic": traffic}
+    if svc:
+        with Session() as s:
+            after = _service_status(s, topo, svc, False, settle=True)
+        old = {rs["address"]: rs["stats"] for rs in before["real_servers"]}
+        expected = checks.expected_share(svc, sum(traffic.get("by_server", {}).values())) or {}
+        rows = []
+        for rs in after["real_servers"]:
+            delta = {k: v - old.get(rs["address"], {}).get(k, 0) for k, v in rs["stats"].items()}
+            rows.append({"node": rs["node"], "address": rs["address"], "weight": rs["weight"],
+                         "answered": traffic.get("by_server", {}).get(rs["node"], 0),
+                         "expected": expected.get(rs["node"]), **delta})
+        out["service"] = {"name": svc.name, "forward": svc.forward.value, "scheduler": after.get("scheduler"),
+                          "real_servers": rows}
+    return out
+
+
 def node_namespace(lab: str, node: str) -> str:
     """The namespace to enter for a node of a running lab. Raises UsageError."""
     from .kernel import netns

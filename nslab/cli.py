@@ -18,6 +18,7 @@ examples:
   sudo nslab status routing                    nodes, interfaces, addresses, MACs (and IPVS counters)
   sudo nslab verify routing                    send traffic, sniff every link, PASS/FAIL per concept
   sudo nslab trace routing host1 host2         one request and its reply, hop by hop
+  sudo nslab load dr -n 1000 -c 50             rate, latency, share per real server, bytes via the director
   nslab plan topologies/dr.yaml                the same lab as ip/sysctl/ipvsadm commands, with reasons
   sudo nslab down routing                      remove every trace of it
   sudo nslab vm -- nslab verify topologies/dr.yaml   LVS in a VM whose kernel has IPVS
@@ -70,6 +71,15 @@ def build_parser():
     sp.add_argument("lab", nargs="?", help="lab name or topology file")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
     sp.add_argument("--connections", action="store_true", help="also the IPVS connection table")
+
+    sp = cmd("load", cmd_load, "send many requests and report rate, latency, each real server's share and "
+             "what crossed the director (IPVS counters)")
+    sp.add_argument("lab", help="lab name")
+    sp.add_argument("--from", dest="source", metavar="NODE", help="node to send from (default: client)")
+    sp.add_argument("--target", help="service name, IP:PORT or node (default: the first service)")
+    sp.add_argument("-n", "--count", type=int, default=1000, help="requests (default 1000)")
+    sp.add_argument("-c", "--concurrency", type=int, default=50, help="at most this many at once (default 50)")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
 
     sp = cmd("plan", cmd_plan, "print the lab as the ip/sysctl/nft/ipvsadm commands that build it (no root)")
     sp.add_argument("file", help="topology YAML")
@@ -206,6 +216,44 @@ def _print_service(svc):
         for c in svc["connections"]:
             print(f"    {c['protocol']} {c['client']} -> {c['vip']} -> {c['real_server']}  {c['state']}  "
                   f"expires in {c['expires_s']} s")
+
+
+def cmd_load(args):
+    if args.count < 1 or args.concurrency < 1:
+        raise api.UsageError("--count and --concurrency must be at least 1")
+    result = api.measure_load(args.lab, args.source, args.target, args.count, args.concurrency)
+    t = result["traffic"]
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        lat = t.get("latency_ms") or {}
+        print(f"load {result['lab']}: {t.get('sent', args.count)} requests {result['from']} -> {result['target']}, "
+              f"{args.concurrency} at once: {t.get('ok', 0)} answered, {t.get('failed', 0)} failed"
+              + (f" ({', '.join(f'{k} {v}' for k, v in t['errors'].items())})" if t.get("errors") else "")
+              + (f" — {t.get('error')}" if t.get("error") else ""))
+        if t.get("ok"):
+            print(f"  {t['rate_per_s']:.0f} requests/s; latency ms p50 {lat.get('p50')}, p99 {lat.get('p99')}, "
+                  f"max {lat.get('max')}")
+        if "service" in result:
+            svc = result["service"]
+            print(f"  service {svc['name']} ({svc['forward'].upper()}, {svc['scheduler']}), as the director "
+                  "counted it (after the kernel's 2 s counter fold):")
+            rows = [("node", "weight", "answered", "expected", "conns", "in pkts", "out pkts", "in bytes",
+                     "out bytes")]
+            for rs in svc["real_servers"]:
+                exp = "-" if rs["expected"] is None else f"{rs['expected']:.0f}"
+                rows.append((rs["node"], rs["weight"], rs["answered"], exp, rs["conns"], rs["inpkts"],
+                             rs["outpkts"], rs["inbytes"], rs["outbytes"]))
+            rows = [tuple(str(v) for v in r) for r in rows]
+            widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+            for r in rows:
+                print("    " + "  ".join(v.rjust(w) if i else v.ljust(w) for i, (v, w) in enumerate(zip(r, widths))))
+            bytes_in = sum(rs["inbytes"] for rs in svc["real_servers"])
+            bytes_out = sum(rs["outbytes"] for rs in svc["real_servers"])
+            print(f"  the director carried {bytes_in} bytes of requests and {bytes_out} bytes of replies"
+                  + (": NAT replies come back through it" if svc["forward"] == "nat"
+                     else ": replies bypass it, which is why DR/TUN scale"))
+    return 0 if t.get("ok") == t.get("sent", args.count) and not t.get("error") else 1
 
 
 def cmd_plan(args):

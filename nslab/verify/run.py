@@ -79,20 +79,26 @@ def observe(topo: Topology, lab: str, client: str, target: Target, count: int = 
             addrs.flush_neighbours(s, names.node_ns(lab, node.name))
     cap = Capture(taps_for(topo, lab), max_seconds=60 + count * timeout).start()
     try:
-        argv = [sys.executable, "-m", "nslab.verify.traffic", target.kind, "--target", f"{target.ip}:{target.port}",
-                "--count", str(count), "--timeout", str(timeout), "--concurrency", str(min(count, CONCURRENCY))]
-        proc = procs.capture(names.node_ns(lab, client), argv, timeout=30 + count * timeout)
+        traffic = send(lab, client, target, count, min(count, CONCURRENCY), timeout)
         seen = -1
         while cap.seen != seen:  # wait for quiet, not for a fixed time: the last FIN/ACKs
             seen = cap.seen
             time.sleep(QUIET_SECONDS)
     finally:
         frames = cap.stop()
-    try:
-        traffic = json.loads(proc.stdout)
-    except ValueError:
-        traffic = {"error": (proc.stderr or proc.stdout).strip()[-300:]}
     return frames, traffic, cap
+
+
+def send(lab: str, client: str, target: Target, count: int, concurrency: int, timeout: float = 2.0) -> dict:
+    """Run the traffic generator inside the client node; its JSON result (or {"error": ...})."""
+    argv = [sys.executable, "-m", "nslab.verify.traffic", target.kind, "--target", f"{target.ip}:{target.port}",
+            "--count", str(count), "--timeout", str(timeout), "--concurrency", str(concurrency)]
+    waves = -(-count // max(1, concurrency))
+    proc = procs.capture(names.node_ns(lab, client), argv, timeout=30 + waves * timeout * 2)
+    try:
+        return json.loads(proc.stdout)
+    except ValueError:
+        return {"error": (proc.stderr or proc.stdout).strip()[-300:], "ok": 0, "failed": count}
 
 
 def macs(topo: Topology, lab: str) -> dict:

@@ -41,6 +41,16 @@ def test_lvs_lab(root_dir, forward):
         else:
             assert out_pkts == 0, f"{forward.upper()}: replies must bypass the director"
         assert {rs["method"] for rs in svc["real_servers"]} == {forward.upper() if forward != "nat" else "NAT"}
+
+        # Under load: every request answered, the director's counters (after their fold) saw each
+        # connection, and only NAT carried replies.
+        load = api.measure_load(name, count=200, concurrency=20)
+        assert load["traffic"]["ok"] == 200, load["traffic"]
+        rows = load["service"]["real_servers"]
+        assert sum(r["conns"] for r in rows) == 200
+        assert sum(r["answered"] for r in rows) == 200
+        replies = sum(r["outbytes"] for r in rows)
+        assert (replies > 0) if forward == "nat" else (replies == 0), rows
     finally:
         lab.down_quietly()
     assert leftovers(name) == []
