@@ -101,6 +101,7 @@ def down(lab: str) -> DownResult:
     """
     from .kernel import netns, observe, procs
     from .kernel.session import Session
+    model.check_name(lab)
     require_root()
     started = time.monotonic()
     had_state = state.load(lab) is not None
@@ -121,7 +122,7 @@ def lab_name(arg: str) -> str:
     """A lab name from a name or a topology file path."""
     if arg.endswith((".yaml", ".yml")) or os.path.sep in arg:
         return model.load(arg).name
-    return arg
+    return model.check_name(arg)
 
 
 def labs() -> list[str]:
@@ -135,6 +136,7 @@ def labs() -> list[str]:
 
 def topology_of(lab: str) -> Topology:
     """The topology a running lab was built from (kept in its state). Raises UsageError."""
+    model.check_name(lab)
     st = state.load(lab)
     if not st or not st.get("topology"):
         raise UsageError(f"no lab named '{lab}' is up (see `nslab status`)")
@@ -229,7 +231,7 @@ def measure_load(lab: str, source: str | None = None, target: str | None = None,
 def node_namespace(lab: str, node: str) -> str:
     """The namespace to enter for a node of a running lab. Raises UsageError."""
     from .kernel import netns
-    ns = names.node_ns(lab, node)
+    ns = names.node_ns(model.check_name(lab), model.check_name(node, "node"))
     if not netns.exists(ns):
         topo = topology_of(lab)
         known = ", ".join(n.name for n in topo.nodes)
@@ -260,7 +262,7 @@ class Lab:
         self.topo = load(topo) if isinstance(topo, str) else topo
         if name:
             from dataclasses import replace
-            self.topo = replace(self.topo, name=name)
+            self.topo = replace(self.topo, name=model.check_name(name))
         self.name = self.topo.name
 
     def up(self, progress=None) -> UpResult:

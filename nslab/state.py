@@ -7,11 +7,14 @@ import os
 import shutil
 import tempfile
 
+from .model import check_name
+
 RUN_DIR = "/run/nslab"
 
 
 def lab_dir(lab: str) -> str:
-    return os.path.join(RUN_DIR, lab)
+    """The lab's state directory; refuses anything but a valid lab name (this path gets rmtree'd)."""
+    return os.path.join(RUN_DIR, check_name(lab))
 
 
 def labs() -> list[str]:

@@ -7,7 +7,18 @@ from . import checks as _checks
 from .load import parse, read
 from .schema import Forward, Topology
 
-__all__ = ["load", "loads", "Topology", "Forward"]
+__all__ = ["load", "loads", "Topology", "Forward", "check_name"]
+
+
+def check_name(name, what: str = "lab") -> str:
+    """Return name if it is a valid lab or node name, else raise UsageError: names become paths
+    (/run/nslab/<lab>, /run/netns/<lab>-<node>), so nothing else may get through."""
+    from ..errors import UsageError
+    limit = _build.MAX_LAB if what == "lab" else _build.MAX_NODE
+    if not isinstance(name, str) or not _build.LAB_NAME.match(name) or len(name) > limit:
+        raise UsageError(f"{name!r} is not a valid {what} name (up to {limit} lowercase letters and digits, "
+                         "'-' between them, starting with a letter)")
+    return name
 
 
 def _validate(source, text: str) -> Topology:
