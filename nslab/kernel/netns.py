@@ -103,6 +103,20 @@ def inode(name: str) -> int:
     return os.stat(path(name)).st_ino
 
 
+def is_host(name: str) -> bool:
+    """True if the named namespace is really the host's own (e.g. made by `ip netns attach NAME 1`):
+    nslab must then never end processes in it or delete it, whatever its mark says."""
+    st = os.stat(path(name))
+    for proc in ("/proc/1/ns/net", "/proc/self/ns/net"):
+        try:
+            host = os.stat(proc)
+        except OSError:
+            continue
+        if (host.st_dev, host.st_ino) == (st.st_dev, st.st_ino):
+            return True
+    return False
+
+
 @contextlib.contextmanager
 def entered(name: str):
     """Run the body with the calling thread inside the named namespace, then return.

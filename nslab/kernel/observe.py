@@ -11,6 +11,8 @@ def owned_namespaces(session, lab: str | None = None) -> dict[str, tuple[str, st
         if lab and not ns.startswith(lab + "-"):
             continue
         try:
+            if netns.is_host(ns):
+                continue
             links = session.ipr(ns).get_links(1)
         except OSError:
             continue  # a stale /run/netns entry: not ours to judge

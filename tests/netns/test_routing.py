@@ -95,3 +95,14 @@ def test_exec_passes_exit_status_and_bad_input_creates_nothing(make_lab, tmp_pat
     result = nslab("up", str(bad))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert not [n for n in netns.list_names() if n.startswith("rtf-")]
+
+
+def test_down_never_touches_the_host_namespace_even_if_named_like_a_lab():
+    # `ip netns attach` gives the host's own namespace a name in /run/netns: it must never count as a lab's
+    subprocess.run(["ip", "netns", "attach", "rth-r1", str(os.getpid())], check=True)
+    try:
+        result = nslab("down", "rth")
+        assert result.returncode == 2  # nothing of lab 'rth' exists
+        assert netns.exists("rth-r1") and netns.is_host("rth-r1")
+    finally:
+        subprocess.run(["ip", "netns", "del", "rth-r1"])
