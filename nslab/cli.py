@@ -44,6 +44,10 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("nslab: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`nslab plan ... | head`): finish quietly, as other tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def build_parser():
@@ -161,6 +165,16 @@ def cmd_down(args):
     return 0
 
 
+def _table(rows, indent="", left=None):
+    """Print rows as aligned columns; the first `left` columns (default: all) align left, the rest right."""
+    rows = [tuple(str(v) for v in r) for r in rows]
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+    left = len(widths) if left is None else left
+    for r in rows:
+        cells = (v.ljust(w) if i < left else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths)))
+        print((indent + "  ".join(cells)).rstrip())
+
+
 def _print_nodes(st):
     rows = [("node", "interface", "address", "mac", "state")]
     for node in st["nodes"]:
@@ -172,9 +186,7 @@ def _print_nodes(st):
         for app in node["apps"]:
             rows.append((node["name"], "app", f"{app['kind']} :{app['port']}", f"pid {app['pid']}",
                          "running" if app["running"] else "STOPPED"))
-    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
-    for r in rows:
-        print("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
+    _table(rows)
 
 
 def cmd_status(args):
@@ -207,10 +219,7 @@ def _print_service(svc):
         st = rs["stats"]
         rows.append((f"{rs['address']}:{rs['port']}", rs["node"], rs["method"], rs["weight"], rs["active"],
                      rs["inactive"], st["conns"], st["inpkts"], st["outpkts"], st["inbytes"], st["outbytes"]))
-    rows = [tuple(str(v) for v in r) for r in rows]
-    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
-    for r in rows:
-        print("  " + "  ".join(v.rjust(w) if i > 2 else v.ljust(w) for i, (v, w) in enumerate(zip(r, widths))))
+    _table(rows, indent="  ", left=3)
     if "connections" in svc:
         print(f"  connections ({len(svc['connections'])}):")
         for c in svc["connections"]:
@@ -244,10 +253,7 @@ def cmd_load(args):
                 exp = "-" if rs["expected"] is None else f"{rs['expected']:.0f}"
                 rows.append((rs["node"], rs["weight"], rs["answered"], exp, rs["conns"], rs["inpkts"],
                              rs["outpkts"], rs["inbytes"], rs["outbytes"]))
-            rows = [tuple(str(v) for v in r) for r in rows]
-            widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
-            for r in rows:
-                print("    " + "  ".join(v.rjust(w) if i else v.ljust(w) for i, (v, w) in enumerate(zip(r, widths))))
+            _table(rows, indent="    ", left=1)
             bytes_in = sum(rs["inbytes"] for rs in svc["real_servers"])
             bytes_out = sum(rs["outbytes"] for rs in svc["real_servers"])
             print(f"  the director carried {bytes_in} bytes of requests and {bytes_out} bytes of replies"
