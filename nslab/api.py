@@ -166,11 +166,7 @@ def status(lab: str, connections: bool = False, settle: bool = True) -> dict:
                 entry["interfaces"] = [i for i in observe.interfaces(s, ns) if i["name"] in declared or
                                        (i["name"] == "lo" and len(i["addresses"]) > 1) or
                                        (i["name"] not in ("lo",) and (i["up"] or i["addresses"]))]
-            for key, pid in st.get("known", {}).items():
-                if key.startswith(f"app:{ns}:"):
-                    _, _, kind, port = key.split(":")
-                    entry["apps"].append({"kind": kind, "port": int(port), "pid": pid,
-                                          "running": procs.alive_in(pid, ns)})
+            entry["apps"] = procs.StartApp.recorded(st.get("known", {}), ns)
             out["nodes"].append(entry)
         out["services"] = [_service_status(s, topo, svc, connections, settle) for svc in topo.services]
     return out
@@ -241,14 +237,9 @@ def node_namespace(lab: str, node: str) -> str:
 
 def run(lab: str, node: str, argv, **kwargs) -> subprocess.CompletedProcess:
     """Run argv inside a node and wait (subprocess.run keywords pass through)."""
-    from .kernel import netns
+    from .kernel import procs
     require_root()
-    ns = node_namespace(lab, node)
-    fd = os.open(netns.path(ns), os.O_RDONLY)
-    try:
-        return subprocess.run(list(argv), preexec_fn=lambda: netns.setns(fd), **kwargs)
-    finally:
-        os.close(fd)
+    return procs.run_in(node_namespace(lab, node), argv, **kwargs)
 
 
 class Lab:

@@ -160,10 +160,17 @@ def pids_inside(names) -> dict[str, list[int]]:
     return found
 
 
-def preexec_enter(name: str):
-    """A preexec_fn for subprocess that moves the child into the namespace before exec."""
+@contextlib.contextmanager
+def child_enters(name: str, new_session: bool = False):
+    """A preexec_fn that moves a subprocess into the named namespace before exec (and, for daemons
+    that must outlive us and our Ctrl-C, into a session of its own); the fd is closed afterwards."""
     fd = os.open(path(name), os.O_RDONLY)
 
     def enter():
         setns(fd)
-    return fd, enter
+        if new_session:
+            os.setsid()
+    try:
+        yield enter
+    finally:
+        os.close(fd)

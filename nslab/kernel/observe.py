@@ -38,6 +38,5 @@ def interfaces(session, ns: str) -> list[dict]:
         out.append({"name": link.get("ifname"), "up": bool(link["flags"] & 1),
                     "carrier": link.get("operstate") in ("UP", "UNKNOWN"),
                     "mac": link.get("address"), "addresses": addrs.get(link["index"], []),
-                    "kind": (link.get(("linkinfo", "kind")) if hasattr(link, "get") else None),
                     "master": by_index.get(link.get("master"))})
     return out

@@ -12,21 +12,12 @@ from . import netns
 APP_READY_TIMEOUT = 120  # seconds; Python inside an emulated VM starts 20-50x slower
 
 
-def _enter(ns):
-    fd = os.open(netns.path(ns), os.O_RDONLY)
-
-    def enter():
-        netns.setns(fd)
-        os.setsid()  # apps outlive `nslab up` and are not hit by its Ctrl-C
-    return fd, enter
-
-
 def spawn(ns: str, argv, log_path: str, ready_timeout=APP_READY_TIMEOUT) -> int:
     """Start argv inside ns in the background; wait until it writes 'ready' to its --ready-fd."""
-    fd, enter = _enter(ns)
     rfd, wfd = os.pipe()
     try:
-        with open(log_path, "ab") as log:
+        # A session of its own: apps outlive `nslab up` and are not hit by its Ctrl-C.
+        with netns.child_enters(ns, new_session=True) as enter, open(log_path, "ab") as log:
             proc = subprocess.Popen([*argv, "--ready-fd", str(wfd)], stdin=subprocess.DEVNULL, stdout=log,
                                     stderr=subprocess.STDOUT, pass_fds=(wfd,), preexec_fn=enter, close_fds=True)
         os.close(wfd)
@@ -39,7 +30,6 @@ def spawn(ns: str, argv, log_path: str, ready_timeout=APP_READY_TIMEOUT) -> int:
             raise KernelError(f"{argv[2] if len(argv) > 2 else argv[0]} in {ns} did not start: " + _tail(log_path))
         return proc.pid
     finally:
-        os.close(fd)
         os.close(rfd)
         if wfd >= 0:
             os.close(wfd)
@@ -53,39 +43,47 @@ def _tail(path, lines=5):
         return "(no log)"
 
 
+def run_in(ns: str, argv, **kwargs) -> subprocess.CompletedProcess:
+    """subprocess.run of argv inside ns (keywords pass through)."""
+    with netns.child_enters(ns) as enter:
+        return subprocess.run(list(argv), preexec_fn=enter, **kwargs)
+
+
 def run(ns: str, argv, log_path: str, timeout=60) -> int:
     """Run argv inside ns to completion (output to the log), return its exit status."""
-    fd, enter = _enter(ns)
     try:
         with open(log_path, "ab") as log:
-            return subprocess.run(list(argv), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                  preexec_fn=enter, timeout=timeout).returncode
+            return run_in(ns, argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                          timeout=timeout).returncode
     except FileNotFoundError:
         raise KernelError(f"{argv[0]}: command not found (in {ns})") from None
     except subprocess.TimeoutExpired:
         raise KernelError(f"{' '.join(argv)} in {ns} did not finish within {timeout} s") from None
-    finally:
-        os.close(fd)
 
 
 def capture(ns: str, argv, timeout=60) -> subprocess.CompletedProcess:
     """Run argv inside ns and return it with its stdout/stderr as text."""
-    fd = os.open(netns.path(ns), os.O_RDONLY)
+    return run_in(ns, argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
+
+
+def _state(pid: int) -> str | None:
+    """The one-letter process state from /proc (Z: zombie), or None if there is no such process."""
     try:
-        return subprocess.run(list(argv), stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
-                              preexec_fn=lambda: netns.setns(fd))
-    finally:
-        os.close(fd)
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+def _exists(pid) -> bool:
+    return _state(pid) not in (None, "Z")
 
 
 def alive_in(pid: int, ns: str) -> bool:
     """True if pid is alive, not a zombie, and inside the namespace."""
     try:
-        st = os.stat(f"/proc/{pid}/ns/net")
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-        return state != "Z" and st.st_ino == netns.inode(ns)
-    except (OSError, IndexError):
+        return _exists(pid) and os.stat(f"/proc/{pid}/ns/net").st_ino == netns.inode(ns)
+    except OSError:
         return False
 
 
@@ -116,14 +114,6 @@ def _reap(pids):
             pass
 
 
-def _exists(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
 def end_all(namespaces) -> int:
     """End every process inside the namespaces (found by namespace identity, not by name)."""
     pids = [p for found in netns.pids_inside(namespaces).values() for p in found]
@@ -135,6 +125,16 @@ class StartApp:
     @staticmethod
     def key(a):
         return f"app:{a.ns}:{a.kind}:{a.port}"
+
+    @staticmethod
+    def recorded(known: dict, ns: str) -> list[dict]:
+        """The apps a lab's state records in ns: kind, port, pid and whether it still runs."""
+        out = []
+        for key, pid in known.items():
+            if key.startswith(f"app:{ns}:"):
+                _, _, kind, port = key.split(":")
+                out.append({"kind": kind, "port": int(port), "pid": pid, "running": alive_in(pid, ns)})
+        return out
 
     @staticmethod
     def done(s, a):

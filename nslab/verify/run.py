@@ -131,8 +131,8 @@ def _rp_filters(lab, svc):
     out = {}
     for rs in svc.real_servers:
         ns = names.node_ns(lab, rs.node)
-        values = [sysctl.read(ns, f"net.ipv4.conf.{scope}.rp_filter") for scope in ("all", "tunl0")]
-        out[rs.node] = max(int(v) for v in values if v is not None)  # the kernel uses max(all, dev)
+        values = sysctl.read_many(ns, [f"net.ipv4.conf.{scope}.rp_filter" for scope in ("all", "tunl0")])
+        out[rs.node] = max(int(v) for v in values.values() if v is not None)  # the kernel uses max(all, dev)
     return out
 
 
