@@ -1,4 +1,5 @@
-"""The Python API users script and test with: load, plan, up, down, status, exec, and the Lab context manager."""
+"""The Python API users script and test with: the workflows (up, down, status, verify, trace, load, run, exec)
+and the Lab context manager. The CLI is a thin layer over this; results are objects that print themselves."""
 
 import os
 import subprocess
@@ -8,17 +9,18 @@ from dataclasses import dataclass, field
 from . import model, state
 from .errors import EnvironmentMissing, UsageError
 from .model.schema import Forward, Topology
-from .plan import names, planner
+from .model import names
+from .plan import planner
 
 
-def load(path: str) -> Topology:
+def load_topology(path: str) -> Topology:
     """Load and validate a topology file. Raises TopologyError."""
     return model.load(path)
 
 
 def plan(topo: Topology) -> list:
     """The ordered kernel actions that build the lab (pure; needs no root)."""
-    return planner.plan(topo)
+    return planner.plan(model.resolve(topo))
 
 
 def require_root() -> None:
@@ -64,7 +66,7 @@ def up(topo: Topology, progress=None) -> UpResult:
     require_kernel_features(topo)
     if topo.services:
         from .kernel import ipvs  # noqa: F401 - registers the IPVS executors
-    actions = planner.plan(topo)
+    actions = plan(topo)
     started = time.monotonic()
     with state.locked(topo.name):
         before = state.load(topo.name)
@@ -134,6 +136,11 @@ def labs() -> list[str]:
     return sorted(found | set(state.labs()))
 
 
+def resolved(lab: str):
+    """The resolved facts of a running lab (see model/resolve.py). Raises UsageError."""
+    return model.resolve(topology_of(lab))
+
+
 def topology_of(lab: str) -> Topology:
     """The topology a running lab was built from (kept in its state). Raises UsageError."""
     model.check_name(lab)
@@ -174,10 +181,10 @@ def status(lab: str, connections: bool = False, settle: bool = True) -> dict:
 
 def _service_status(session, topo, svc, connections, settle):
     from .kernel import ipvs
-    from .model import checks
+    facts = model.resolve(topo).service(svc.name)
     ns = names.node_ns(topo.name, svc.director)
     read = ipvs.read_services_settled if settle else ipvs.read_services
-    by_addr = {str(checks.real_server_address(topo, svc, rs)): rs.node for rs in svc.real_servers}
+    by_addr = {str(rs.address): rs.node for rs in facts.real_servers}
     entry = {"name": svc.name, "director": svc.director, "forward": svc.forward.value, "vip": str(svc.vip),
              "port": svc.port, "protocol": svc.protocol, "programmed": False, "real_servers": []}
     for found in read(session, ns):
@@ -190,38 +197,94 @@ def _service_status(session, topo, svc, connections, settle):
     return entry
 
 
-def measure_load(lab: str, source: str | None = None, target: str | None = None, count: int = 1000,
-                 concurrency: int = 50, timeout: float = 3.0) -> dict:
+def _up_for_a_while(arg: str):
+    """(lab name, brought_up): a lab name as is; a file's lab brought up if it isn't up already."""
+    if arg.endswith((".yaml", ".yml")) or os.path.sep in arg:
+        topo = load_topology(arg)
+        if state.load(topo.name):
+            return topo.name, False
+        up(topo)
+        return topo.name, True
+    topology_of(arg)  # raises UsageError for a lab that isn't up
+    return arg, False
+
+
+def verify(lab: str, count: int | None = None):
+    """Send traffic under sniffers on every link and check the lab's concepts from the captures, then its
+    own `expect:` entries. `lab` is a running lab's name, or a file (brought up, and down again after, if
+    it isn't up). Returns a verify.report.VerifyReport; raises UsageError, EnvironmentMissing."""
+    from .verify import run
+    from .verify.report import VerifyReport
+    require_root()
+    name, brought = _up_for_a_while(lab)
+    try:
+        started = time.monotonic()
+        rlab = resolved(name)
+        client, target = run.pick_client(rlab), run.pick_target(rlab)
+        count = count or (60 if target.service else 3)
+        frames, traffic, cap = run.capture_traffic(rlab, client, target, count=count)
+        _, _, results = run.analyse(rlab, client, target, frames, traffic)
+        results += run.expectations(rlab)
+        return VerifyReport(name, client, str(target), target.kind, count, traffic, len(frames), len(cap.taps),
+                            time.monotonic() - started, results)
+    finally:
+        if brought:
+            down(name)
+
+
+def trace(lab: str, source: str, target: str | None = None):
+    """One request from node `source` to a target (a service, a node's app, or IP:PORT; default: the first
+    service) and its reply, hop by hop. Returns a verify.report.Trace; raises UsageError."""
+    from .verify import run
+    from .verify.report import Trace
+    require_root()
+    rlab = resolved(lab)
+    if not rlab.topology.has_node(source):
+        raise UsageError(f"lab '{lab}' has no node '{source}'")
+    tgt = run.pick_target(rlab, target)
+    frames, traffic, _ = run.capture_traffic(rlab, source, tgt, count=1)
+    w, net, _ = run.analyse(rlab, source, tgt, frames, traffic)
+    return Trace(lab, source, str(tgt), tgt.kind, traffic, w, net, frames)
+
+
+def load(lab: str, source: str | None = None, target: str | None = None, count: int = 1000,
+         concurrency: int = 50, timeout: float = 3.0):
     """Send `count` requests from a node (default: the lab's client) to a target (default: the first
     service) and report rate, latency, each real server's share and what crossed the director, from
-    the IPVS counters after the kernel's next fold. Raises UsageError for an unknown node or target."""
-    from .verify import checks, run
+    the IPVS counters after the kernel's next fold. Returns a verify.report.LoadReport; raises UsageError."""
+    from .kernel.session import Session
+    from .verify import concepts, run
+    from .verify.report import LoadReport
     require_root()
+    if count < 1 or concurrency < 1:
+        raise UsageError("the count and the concurrency must be at least 1")
     topo = topology_of(lab)
-    client = source or run.pick_client(topo)
+    rlab = model.resolve(topo)
+    client = source or run.pick_client(rlab)
     if not topo.has_node(client):
         raise UsageError(f"lab '{lab}' has no node '{client}'")
-    tgt = run.pick_target(topo, target)
+    tgt = run.pick_target(rlab, target)
     svc = tgt.service
-    from .kernel.session import Session
+    declared = next((s for s in topo.services if svc and s.name == svc.name), None)
     with Session() as s:
-        before = _service_status(s, topo, svc, False, settle=False) if svc else None
-    traffic = run.send(lab, client, tgt, count, concurrency, timeout)
-    out = {"lab": lab, "from": client, "target": f"{tgt.ip}:{tgt.port}", "traffic": traffic}
+        before = _service_status(s, topo, declared, False, settle=False) if svc else None
+    traffic = run.send(rlab, client, tgt, count, concurrency, timeout)
+    traffic.setdefault("sent", count)
+    report = LoadReport(lab, client, str(tgt), concurrency, traffic)
     if svc:
         with Session() as s:
-            after = _service_status(s, topo, svc, False, settle=True)
+            after = _service_status(s, topo, declared, False, settle=True)
         old = {rs["address"]: rs["stats"] for rs in before["real_servers"]}
-        expected = checks.expected_share(svc, sum(traffic.get("by_server", {}).values())) or {}
+        expected = concepts.expected_share(svc, sum(traffic.get("by_server", {}).values())) or {}
         rows = []
         for rs in after["real_servers"]:
             delta = {k: v - old.get(rs["address"], {}).get(k, 0) for k, v in rs["stats"].items()}
             rows.append({"node": rs["node"], "address": rs["address"], "weight": rs["weight"],
                          "answered": traffic.get("by_server", {}).get(rs["node"], 0),
                          "expected": expected.get(rs["node"]), **delta})
-        out["service"] = {"name": svc.name, "forward": svc.forward.value, "scheduler": after.get("scheduler"),
+        report.service = {"name": svc.name, "forward": svc.method.value, "scheduler": after.get("scheduler"),
                           "real_servers": rows}
-    return out
+    return report
 
 
 def node_namespace(lab: str, node: str) -> str:
@@ -242,6 +305,18 @@ def run(lab: str, node: str, argv, **kwargs) -> subprocess.CompletedProcess:
     return procs.run_in(node_namespace(lab, node), argv, **kwargs)
 
 
+def exec(lab: str, node: str, argv) -> None:  # noqa: A001 - `nslab exec`, as ip netns exec
+    """Replace this process with argv running inside a node (its exit status becomes ours); with no argv,
+    the user's shell. Never returns; raises UsageError, and FileNotFoundError for an unknown command."""
+    from .kernel import netns
+    require_root()
+    ns = node_namespace(lab, node)
+    argv = list(argv) or [os.environ.get("SHELL") or "/bin/sh"]
+    netns.setns_path(ns)
+    os.environ["NSLAB_LAB"], os.environ["NSLAB_NODE"] = lab, node
+    os.execvp(argv[0], argv)
+
+
 class Lab:
     """A lab as a context manager: built on enter, removed on exit (even on error).
 
@@ -250,7 +325,7 @@ class Lab:
     """
 
     def __init__(self, topo, name: str | None = None):
-        self.topo = load(topo) if isinstance(topo, str) else topo
+        self.topo = load_topology(topo) if isinstance(topo, str) else topo
         if name:
             from dataclasses import replace
             self.topo = replace(self.topo, name=model.check_name(name))
@@ -267,6 +342,15 @@ class Lab:
 
     def status(self) -> dict:
         return status(self.name)
+
+    def verify(self, count: int | None = None):
+        return verify(self.name, count)
+
+    def trace(self, source: str, target: str | None = None):
+        return trace(self.name, source, target)
+
+    def load(self, **kwargs):
+        return load(self.name, **kwargs)
 
     def __enter__(self):
         try:

@@ -126,7 +126,7 @@ def _progress_printer(quiet):
 
 
 def cmd_up(args):
-    topo = api.load(args.file)
+    topo = api.load_topology(args.file)
     lab = api.Lab(topo, name=args.name)
     result = lab.up(progress=_progress_printer(args.quiet))
     if args.quiet:
@@ -166,13 +166,8 @@ def cmd_down(args):
 
 
 def _table(rows, indent="", left=None):
-    """Print rows as aligned columns; the first `left` columns (default: all) align left, the rest right."""
-    rows = [tuple(str(v) for v in r) for r in rows]
-    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
-    left = len(widths) if left is None else left
-    for r in rows:
-        cells = (v.ljust(w) if i < left else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths)))
-        print((indent + "  ".join(cells)).rstrip())
+    from .verify.report import table
+    print("\n".join(table(rows, indent, left)))
 
 
 def _print_nodes(st):
@@ -228,42 +223,13 @@ def _print_service(svc):
 
 
 def cmd_load(args):
-    if args.count < 1 or args.concurrency < 1:
-        raise api.UsageError("--count and --concurrency must be at least 1")
-    result = api.measure_load(args.lab, args.source, args.target, args.count, args.concurrency)
-    t = result["traffic"]
-    if args.json:
-        print(json.dumps(result, indent=1))
-    else:
-        lat = t.get("latency_ms") or {}
-        print(f"load {result['lab']}: {t.get('sent', args.count)} requests {result['from']} -> {result['target']}, "
-              f"{args.concurrency} at once: {t.get('ok', 0)} answered, {t.get('failed', 0)} failed"
-              + (f" ({', '.join(f'{k} {v}' for k, v in t['errors'].items())})" if t.get("errors") else "")
-              + (f" — {t.get('error')}" if t.get("error") else ""))
-        if t.get("ok"):
-            print(f"  {t['rate_per_s']:.0f} requests/s; latency ms p50 {lat.get('p50')}, p99 {lat.get('p99')}, "
-                  f"max {lat.get('max')}")
-        if "service" in result:
-            svc = result["service"]
-            print(f"  service {svc['name']} ({svc['forward'].upper()}, {svc['scheduler']}), as the director "
-                  "counted it (after the kernel's 2 s counter fold):")
-            rows = [("node", "weight", "answered", "expected", "conns", "in pkts", "out pkts", "in bytes",
-                     "out bytes")]
-            for rs in svc["real_servers"]:
-                exp = "-" if rs["expected"] is None else f"{rs['expected']:.0f}"
-                rows.append((rs["node"], rs["weight"], rs["answered"], exp, rs["conns"], rs["inpkts"],
-                             rs["outpkts"], rs["inbytes"], rs["outbytes"]))
-            _table(rows, indent="    ", left=1)
-            bytes_in = sum(rs["inbytes"] for rs in svc["real_servers"])
-            bytes_out = sum(rs["outbytes"] for rs in svc["real_servers"])
-            print(f"  the director carried {bytes_in} bytes of requests and {bytes_out} bytes of replies"
-                  + (": NAT replies come back through it" if svc["forward"] == "nat"
-                     else ": replies bypass it, which is why DR/TUN scale"))
-    return 0 if t.get("ok") == t.get("sent", args.count) and not t.get("error") else 1
+    report = api.load(args.lab, args.source, args.target, args.count, args.concurrency)
+    print(json.dumps(report.as_dict(), indent=1) if args.json else str(report))
+    return 0 if report.ok else 1
 
 
 def cmd_plan(args):
-    topo = api.load(args.file)
+    topo = api.load_topology(args.file)
     actions = api.plan(topo)
     if args.json:
         print(json.dumps([{"action": type(a).__name__, "namespace": a.ns, "reason": a.reason,
@@ -279,24 +245,16 @@ def cmd_plan(args):
 
 
 def cmd_validate(args):
-    topo = api.load(args.file)
+    topo = api.load_topology(args.file)
     print(f"{args.file}: ok (lab '{topo.name}', {len(topo.nodes)} nodes, {len(topo.switches)} switches, "
           f"{len(topo.services)} services)")
     return 0
 
 
 def cmd_exec(args):
-    from .kernel import netns
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
-    api.require_root()
-    ns = api.node_namespace(args.lab, args.node)
-    if not command:
-        command = [os.environ.get("SHELL") or "/bin/sh"]
-    fd = os.open(netns.path(ns), os.O_RDONLY)
-    netns.setns(fd)
-    os.environ["NSLAB_LAB"], os.environ["NSLAB_NODE"] = args.lab, args.node
     try:
-        os.execvp(command[0], command)  # the command replaces us: its exit status is ours
+        api.exec(args.lab, args.node, command)  # replaces this process: the command's exit status is ours
     except FileNotFoundError:
         print(f"nslab: {command[0]}: command not found", file=sys.stderr)
         return 127

@@ -3,7 +3,7 @@
 import contextlib
 
 from ..errors import EnvironmentMissing, KernelError
-from ..plan import names
+from ..model import names
 from . import netns, procs
 
 IFF_UP = 1

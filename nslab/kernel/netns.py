@@ -174,3 +174,12 @@ def child_enters(name: str, new_session: bool = False):
         yield enter
     finally:
         os.close(fd)
+
+
+def setns_path(name: str) -> None:
+    """Move the calling thread into the named namespace for good (`nslab exec` before it execs)."""
+    fd = os.open(path(name), os.O_RDONLY)
+    try:
+        setns(fd)
+    finally:
+        os.close(fd)

@@ -1,6 +1,6 @@
 """Reads what exists: which namespaces are whose, and each node's interfaces, addresses and MACs."""
 
-from ..plan import names
+from ..model import names
 from . import netns
 
 

@@ -3,11 +3,12 @@
 from dataclasses import replace
 
 from . import build as _build
-from . import checks as _checks
+from . import rules as _rules
+from .resolve import ResolvedLab, resolve
 from .load import parse, read
 from .schema import Forward, Topology
 
-__all__ = ["load", "loads", "Topology", "Forward", "check_name"]
+__all__ = ["load", "loads", "resolve", "ResolvedLab", "Topology", "Forward", "check_name"]
 
 
 def check_name(name, what: str = "lab") -> str:
@@ -24,7 +25,7 @@ def check_name(name, what: str = "lab") -> str:
 def _validate(source, text: str) -> Topology:
     topo, diags = _build.build(source)
     diags.stop_if_any()  # cross-field rules assume every field has its own shape
-    _checks.check(topo, diags)
+    _rules.check(resolve(topo), diags)  # the rules judge the same derived facts the planner reads
     diags.stop_if_any()
     return replace(topo, text=text)
 

@@ -148,7 +148,7 @@ class Builder:
                     value = []
                 paths[key] = tuple(value)
             reaches = self.boolean(p + ("reaches",), e["reaches"]) if "reaches" in e else True
-            out.append(Expect(frm=e["from"], to=e["to"], reaches=reaches is not False, **paths))
+            out.append(Expect(sender=e["from"], to=e["to"], reaches=reaches is not False, **paths))
         return tuple(out)
 
     def switches(self, raw):

@@ -103,7 +103,7 @@ class Service:
 class Expect:
     """A lab's own claim for `verify`: traffic from a node to a target takes (or never takes) a path."""
 
-    frm: str  # the sending node (`from:` in YAML)
+    sender: str  # the sending node (`from:` in YAML)
     to: str  # a node, a service name or IP:PORT
     reaches: bool = True  # False: the request must go unanswered (a lab broken on purpose)
     path: tuple[str, ...] = ()  # the request's nodes in order, sender first

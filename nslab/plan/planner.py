@@ -1,13 +1,10 @@
-"""Topology -> the ordered list of kernel actions that builds it, each with its reason (pure)."""
+"""Resolved lab -> the ordered list of kernel actions that builds it, each with its reason (pure)."""
 
-from ..model import checks
-from ..model.schema import Forward, Topology
-from . import names
+from ..model import names
+from ..model.resolve import ResolvedLab
+from ..model.schema import Forward
 from .actions import (AddAddress, AddBridge, AddNetns, AddRoute, AddTunnel, AddVeth, Exec, IpvsDest,
                       IpvsService, Masquerade, StartApp, Sysctls)
-
-DEFAULT_PORTS = {"http": 80, "echo": 7}
-
 
 class _Sysctls:
     """Per-namespace sysctl values; a later layer (derived, then the user's) overrides an earlier one,
@@ -33,8 +30,10 @@ def _is_interface_key(key: str) -> bool:
     return len(parts) > 3 and parts[2] == "conf" and parts[3] not in ("all", "default")
 
 
-def plan(topo: Topology) -> list:
-    lab = topo.name
+def plan(rlab: ResolvedLab) -> list:
+    """Every action, in an order the kernel accepts (links before their addresses, addresses before routes
+    and IPVS, servers last). Reads only the resolved lab."""
+    topo, lab = rlab.topology, rlab.name
     fab = names.fabric_ns(lab)
     sysctl = _Sysctls()
     out = [AddNetns(fab, mark=names.mark(lab, "fabric"),
@@ -49,8 +48,8 @@ def plan(topo: Topology) -> list:
     for node in topo.nodes:
         ns = names.node_ns(lab, node.name)
         _baseline(sysctl, ns, node)
-    for svc in topo.services:
-        _derive_service_sysctls(topo, svc, sysctl)
+    for svc in rlab.services:
+        _derive_service_sysctls(rlab, svc, sysctl)
     for node in topo.nodes:
         ns = names.node_ns(lab, node.name)
         for key, value in node.sysctls:
@@ -60,13 +59,13 @@ def plan(topo: Topology) -> list:
         ns = names.node_ns(lab, node.name)
         out.append(AddNetns(ns, mark=names.mark(lab, node.name), reason=f"node '{node.name}': its own network stack"))
         out += sysctl.actions(ns, interface_keys=False)
-    out += _links(topo)
+    out += _links(rlab)
     for node in topo.nodes:
         ns = names.node_ns(lab, node.name)
         for iface in node.interfaces:
             out += [AddAddress(ns, dev=iface.name, cidr=str(a), reason=f"{node.name}:{iface.name} is {a.ip} on "
                                f"{a.network}") for a in iface.addresses]
-    out += _service_addresses(topo)
+    out += _service_addresses(rlab)
     for node in topo.nodes:
         ns = names.node_ns(lab, node.name)
         out += sysctl.actions(ns, interface_keys=True)
@@ -78,8 +77,8 @@ def plan(topo: Topology) -> list:
         for nat in node.nat:
             out.append(Masquerade(ns, out=nat.out, source=str(nat.source) if nat.source else None,
                                   reason=f"SNAT: packets leaving {node.name}:{nat.out} get its address as source"))
-    out += _ipvs(topo)
-    out += _apps(topo)
+    out += _ipvs(rlab)
+    out += _apps(rlab)
     for node in topo.nodes:
         ns = names.node_ns(lab, node.name)
         out += [Exec(ns, argv=argv, node=node.name, reason=f"nodes.{node.name}.exec") for argv in node.exec]
@@ -102,110 +101,87 @@ def _baseline(sysctl, ns, node):
                        "no IPv6 in this lab: captures hold only the lab's own traffic")
 
 
-def _derive_service_sysctls(topo, svc, sysctl):
-    lab = topo.name
-    director = topo.node(svc.director)
-    if svc.forward is Forward.NAT and director.forward is None:
-        sysctl.put(names.node_ns(lab, svc.director), "net.ipv4.ip_forward", 1,
+def _derive_service_sysctls(rlab, svc, sysctl):
+    director = rlab.topology.node(svc.director)
+    if svc.method is Forward.NAT and director.forward is None:
+        sysctl.put(rlab.ns(svc.director), "net.ipv4.ip_forward", 1,
                    f"LVS NAT: {svc.director} forwards requests to real servers and replies back to clients")
-    if svc.forward is Forward.NAT:
+    if svc.method is Forward.NAT:
         return
     for rs in svc.real_servers:
-        ns = names.node_ns(lab, rs.node)
+        ns = rlab.ns(rs.node)
         if svc.arp_tuning:
-            why = (f"{svc.forward.value.upper()}: {rs.node} holds the VIP too but must not answer ARP for it "
+            why = (f"{svc.method.value.upper()}: {rs.node} holds the VIP too but must not answer ARP for it "
                    "(arp_ignore=1) nor announce it (arp_announce=2), or the router would send clients to it")
-            node = topo.node(rs.node)
+            node = rlab.topology.node(rs.node)
             for scope in ["all"] + [i.name for i in node.interfaces if i.name != "lo"]:
                 sysctl.put(ns, f"net.ipv4.conf.{scope}.arp_ignore", 1, why)
                 sysctl.put(ns, f"net.ipv4.conf.{scope}.arp_announce", 2, why)
-        if svc.forward is Forward.TUN and svc.rp_filter_relax:
+        if svc.method is Forward.TUN and svc.rp_filter_relax:
             why = (f"TUN: the decapsulated packet (client -> VIP) arrives on tunl0, which has no route back "
                    f"to the client: rp_filter must not drop it on {rs.node}")
             for scope in ("all", "tunl0"):
                 sysctl.put(ns, f"net.ipv4.conf.{scope}.rp_filter", 0, why)
 
 
-def _links(topo):
-    lab = topo.name
-    fab = names.fabric_ns(lab)
-    out, done = [], set()
-    for node in topo.nodes:
-        ns = names.node_ns(lab, node.name)
+def _links(rlab):
+    """A veth per switch port (switch end in the fabric), one per direct cable (in the first node declared)."""
+    out = []
+    for node in rlab.topology.nodes:
         for iface in node.interfaces:
-            if iface.switch:
-                out.append(AddVeth(fab, name=names.bridge_port(node.name, iface.name), peer_ns=ns, peer=iface.name,
-                                   master=iface.switch, peer_mac=iface.mac,
-                                   reason=f"cable from {node.name}:{iface.name} to switch '{iface.switch}'"))
-            elif iface.peer:
-                pair = frozenset([(node.name, iface.name), iface.peer])
-                if pair in done:
-                    continue
-                done.add(pair)
-                pnode, pif = iface.peer
-                out.append(AddVeth(ns, name=iface.name, peer_ns=names.node_ns(lab, pnode), peer=pif,
-                                   mac=iface.mac, peer_mac=topo.node(pnode).interface(pif).mac,
-                                   reason=f"direct cable {node.name}:{iface.name} <-> {pnode}:{pif}"))
+            seg = rlab.segment_of(node.name, iface.name)
+            end = seg.end(node.name, iface.name) if seg else None
+            if end is None:
+                continue
+            if seg.kind == "switch":
+                out.append(AddVeth(rlab.fabric_ns, name=end.port, peer_ns=rlab.ns(node.name), peer=iface.name,
+                                   master=seg.name, peer_mac=end.mac,
+                                   reason=f"cable from {node.name}:{iface.name} to switch '{seg.name}'"))
+            elif len(seg.ends) == 2 and seg.ends[0] == end:
+                other = seg.ends[1]
+                out.append(AddVeth(rlab.ns(node.name), name=iface.name, peer_ns=rlab.ns(other.node), peer=other.iface,
+                                   mac=end.mac, peer_mac=other.mac,
+                                   reason=f"direct cable {node.name}:{iface.name} <-> {other.node}:{other.iface}"))
     return out
 
 
-def _service_addresses(topo):
-    lab = topo.name
+def _service_addresses(rlab):
     out = []
-    for svc in topo.services:
-        dns = names.node_ns(lab, svc.director)
-        dif = checks.director_vip_interface(topo, svc)
-        director = topo.node(svc.director)
-        if svc.vip not in checks.node_addresses(director):
-            out.append(AddAddress(dns, dev=dif, cidr=f"{svc.vip}/32",
+    for svc in rlab.services:
+        dif = svc.vip_interface
+        if not svc.vip_is_own:
+            out.append(AddAddress(rlab.ns(svc.director), dev=dif, cidr=f"{svc.vip}/32",
                                   reason=f"service '{svc.name}': the director answers for the VIP on {dif}"))
         for rs in svc.real_servers:
-            ns = names.node_ns(lab, rs.node)
-            if svc.forward is Forward.DR:
+            ns = rlab.ns(rs.node)
+            if svc.method is Forward.DR:
                 out.append(AddAddress(ns, dev="lo", cidr=f"{svc.vip}/32",
                                       reason=f"DR: {rs.node} accepts packets for the VIP (hidden on lo) and "
                                       "replies from it straight to the client"))
-            elif svc.forward is Forward.TUN:
+            elif svc.method is Forward.TUN:
                 out.append(AddTunnel(ns, reason=f"TUN: {rs.node} unwraps IP-in-IP packets from the director"))
                 out.append(AddAddress(ns, dev="tunl0", cidr=f"{svc.vip}/32",
                                       reason=f"TUN: the inner packet is for the VIP; {rs.node} holds it on tunl0"))
     return out
 
 
-def _ipvs(topo):
+def _ipvs(rlab):
     out = []
-    for svc in topo.services:
-        ns = names.node_ns(topo.name, svc.director)
+    for svc in rlab.services:
+        ns = rlab.ns(svc.director)
         out.append(IpvsService(ns, protocol=svc.protocol, vip=str(svc.vip), port=svc.port, scheduler=svc.scheduler,
                                persistence=svc.persistence,
                                reason=f"service '{svc.name}': {svc.director} balances {svc.vip}:{svc.port} "
                                f"with {svc.scheduler}"))
         for rs in svc.real_servers:
-            rip = checks.real_server_address(topo, svc, rs)
-            out.append(IpvsDest(ns, protocol=svc.protocol, vip=str(svc.vip), port=svc.port, rip=str(rip),
-                                rport=rs.port or svc.port, weight=rs.weight, method=svc.forward.value,
-                                reason=f"{rs.node} ({rip}) serves '{svc.name}' by "
-                                f"{svc.forward.value.upper()}, weight {rs.weight}"))
+            out.append(IpvsDest(ns, protocol=svc.protocol, vip=str(svc.vip), port=svc.port, rip=str(rs.address),
+                                rport=rs.port, weight=rs.weight, method=svc.method.value,
+                                reason=f"{rs.node} ({rs.address}) serves '{svc.name}' by "
+                                f"{svc.method.value.upper()}, weight {rs.weight}"))
     return out
 
 
-def app_port(topo, node):
-    """The port a node's app listens on: set by hand, else the service it serves, else the app's usual."""
-    if node.app.port:
-        return node.app.port, node.app.protocol
-    for svc in topo.services:
-        for rs in svc.real_servers:
-            if rs.node == node.name:
-                return rs.port or svc.port, svc.protocol
-    return DEFAULT_PORTS[node.app.kind], node.app.protocol
-
-
-def _apps(topo):
-    out = []
-    for node in topo.nodes:
-        if node.app:
-            port, proto = app_port(topo, node)
-            out.append(StartApp(names.node_ns(topo.name, node.name), node=node.name, kind=node.app.kind, port=port,
-                                protocol=proto if node.app.kind == "echo" else "tcp",
-                                reason=f"built-in {node.app.kind} server on {node.name}, answering with its name"))
-    return out
+def _apps(rlab):
+    return [StartApp(rlab.ns(app.node), node=app.node, kind=app.kind, port=app.port, protocol=app.protocol,
+                     reason=f"built-in {app.kind} server on {app.node}, answering with its name")
+            for app in rlab.apps]

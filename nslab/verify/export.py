@@ -56,7 +56,7 @@ def ladder_svg(w, net=None) -> str:
     for h in hops:
         to = h.receiver
         if to == "broadcast" and h.frame.arp and net:
-            to = net.addr_owner.get(h.frame.arp["pdst"], "broadcast")  # draw it to whoever was asked
+            to = (net.lab.holders(h.frame.arp["pdst"]) or ("broadcast",))[0]  # draw it to whoever was asked
         ends.append((col(h.sender), col(to)))
     cw, top, rh = 170, 60, 34
     width, height = max(2, len(cols)) * cw + 380, top + rh * (len(hops) + 1) + 20

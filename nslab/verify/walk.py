@@ -8,21 +8,18 @@ addresses and ports; none of them changes those.
 
 from dataclasses import dataclass, field
 
-from ..model.schema import Forward, Topology
-from .capture import BROADCAST, Frame, Ip, describe_ip
+from ..model.resolve import ResolvedLab
+from ..model.schema import Forward
+from .frames import BROADCAST, Frame, Ip, describe_ip
 
 
 class Net:
-    """What the walk needs to know about a lab: who owns which MAC and address, and each node's role."""
+    """The resolved lab plus who owns which MAC in the running lab: what the walk reads."""
 
-    def __init__(self, topo: Topology, macs: dict):
-        self.topo = topo
+    def __init__(self, lab: ResolvedLab, macs: dict):
+        self.lab = lab
+        self.topo = lab.topology
         self.macs = {m.lower(): n for m, n in macs.items()}  # mac -> node
-        self.addr_owner = {}
-        for node in topo.nodes:
-            for iface in node.interfaces:
-                for a in iface.addresses:
-                    self.addr_owner.setdefault(str(a.ip), node.name)
 
     def node_of_mac(self, mac: str | None) -> str:
         if mac == BROADCAST:
@@ -30,22 +27,12 @@ class Net:
         return self.macs.get((mac or "").lower(), mac or "?")
 
     def services_of(self, node: str, as_role: str):
-        out = []
-        for s in self.topo.services:
-            if as_role == "director" and s.director == node:
-                out.append(s)
-            if as_role == "rs" and any(r.node == node for r in s.real_servers):
-                out.append(s)
-        return out
+        if as_role == "director":
+            return [s for s in self.lab.services if s.director == node]
+        return [s for s in self.lab.services if s.real_server(node)]
 
     def role(self, node: str) -> str:
-        if self.services_of(node, "director"):
-            return "director"
-        if self.services_of(node, "rs"):
-            return "real server"
-        if self.topo.has_node(node) and self.topo.node(node).forward:
-            return "router"
-        return "host"
+        return self.lab.role(node)
 
     def title(self, node: str, role: str | None = None) -> str:
         """'router r1', but just 'router' for a node named router (no 'router router')."""
@@ -53,22 +40,12 @@ class Net:
         return node if node == role or node.startswith(role) else f"{role} {node}"
 
     def owns(self, node: str, ip: str) -> bool:
-        if self.addr_owner.get(ip) == node:
-            return True
-        # DR/TUN real servers hold the VIP on lo/tunl0 (derived, not in the topology); directors hold it too
-        return any(str(s.vip) == ip and (s.director == node or
-                   (s.forward is not Forward.NAT and any(r.node == node for r in s.real_servers)))
-                   for s in self.topo.services)
+        return node in self.lab.holders(ip)
 
-    def addr_on(self, node: str, link: str) -> str | None:
-        """node's address on the segment a link label names (e.g. 'lan1:r1-eth0' -> lan1)."""
-        if not self.topo.has_node(node):
-            return None
-        seg = link.split(":", 1)[0]
-        for iface in self.topo.node(node).interfaces:
-            if (iface.switch == seg or (iface.peer and f"{node}:{iface.name}" in link)) and iface.addresses:
-                return str(iface.addresses[0].ip)
-        return None
+    def addr_on(self, node: str, segment: str | None) -> str | None:
+        """node's address on a segment."""
+        ip = self.lab.address_on(node, segment) if segment else None
+        return str(ip) if ip else None
 
     def gateway(self, node: str) -> str | None:
         gw = self.topo.node(node).gateway if self.topo.has_node(node) else None
@@ -130,7 +107,7 @@ class Walk:
         return sorted(self.request + self.reply, key=lambda h: h.frame.time)
 
 
-def l4(ip: Ip) -> Ip:
+def innermost(ip: Ip) -> Ip:
     """The packet inside any IP-in-IP wrapping."""
     return ip.inner if ip and ip.inner else ip
 
@@ -173,7 +150,7 @@ def _matchers(first: Frame):
 def _chain(frames, pred, kind, net) -> list:
     hops, seen = [], set()
     for f in transmissions(frames):
-        if f.ip and pred(l4(f.ip)) and (f.sender, f.link) not in seen:
+        if f.ip and pred(innermost(f.ip)) and (f.sender, f.link) not in seen:
             seen.add((f.sender, f.link))  # a retransmission is not a new hop
             hops.append(Hop(0, kind, f, f.sender, net.node_of_mac(f.dst_mac)))
     return hops
@@ -216,10 +193,6 @@ def unanswered_arps(frames, node: str) -> dict:
     return {ip: n for ip, n in asked.items() if ip not in answered}
 
 
-def _seg(link: str) -> str:
-    return link.split(":", 1)[0]
-
-
 def _stuck(frames, node, where) -> str:
     lost = unanswered_arps(frames, node)
     if lost:
@@ -237,14 +210,14 @@ def _where_it_broke(w: Walk, net: Net, frames) -> str | None:
     if not w.request:
         return f"the request never left {w.client}; " + _stuck(frames, w.client, "")
     last = w.request[-1]
-    dst = l4(last.ip).dst if last.ip.inner else last.ip.dst
+    dst = innermost(last.ip).dst if last.ip.inner else last.ip.dst
     if not net.owns(last.receiver, dst) and not net.owns(last.receiver, last.ip.dst):
         return (f"the request stopped at {last.receiver} (hop {last.n}, {last.link}): "
                 + _stuck(frames, last.receiver, f" toward {dst}"))
     w.server = last.receiver
     if not w.reply:
         return (f"{w.server} got the request (hop {last.n}, {last.link}) but its reply never left "
-                f"{_seg(last.link)}: " + _stuck(frames, w.server, ""))
+                f"{last.frame.segment}: " + _stuck(frames, w.server, ""))
     end = w.reply[-1]
     if end.receiver != w.client:
         return (f"the reply stopped at {end.receiver} (hop {end.n}, {end.link}) and never reached {w.client}; "
@@ -259,7 +232,7 @@ def _explain(w: Walk, net: Net) -> None:
     for h in w.arp:
         a = h.frame.arp
         if a["op"] == 1:
-            h.note = (f"{h.sender} asks everyone on {_seg(h.link)} (broadcast): who has {a['pdst']}?"
+            h.note = (f"{h.sender} asks everyone on {h.frame.segment} (broadcast): who has {a['pdst']}?"
                       if h.frame.dst_mac == BROADCAST else f"{h.sender} re-checks {a['pdst']} (unicast probe)")
         else:
             h.note = f"{h.sender} answers {h.receiver} only (unicast): {a['psrc']} is at {a['hwsrc']}"
@@ -267,10 +240,10 @@ def _explain(w: Walk, net: Net) -> None:
 
 def _first_note(h: Hop, net: Net, reply: bool) -> str:
     ip, who = h.ip, h.sender
-    if net.owns(h.receiver, l4(ip).dst) and not ip.inner:
+    if net.owns(h.receiver, innermost(ip).dst) and not ip.inner:
         how = f"straight to {h.receiver} (same subnet)"
     else:
-        nh = net.addr_on(h.receiver, h.link)
+        nh = net.addr_on(h.receiver, h.frame.segment)
         gw = net.gateway(who)
         via = "its gateway" if gw and gw == nh else "next hop"
         how = f"via {via} {h.receiver} ({nh or h.frame.dst_mac})"
@@ -278,7 +251,7 @@ def _first_note(h: Hop, net: Net, reply: bool) -> str:
     if reply:
         for s in net.services_of(who, "rs"):
             if ip.src == str(s.vip):
-                text += f"; source is the VIP {s.vip}, not through {s.director} — {s.forward.value.upper()}"
+                text += f"; source is the VIP {s.vip}, not through {s.director} — {s.method.value.upper()}"
     return text
 
 
@@ -292,12 +265,12 @@ def _note(prev: Hop, h: Hop, net: Net) -> str:
     directed = [s for s in net.services_of(who, "director")]
     if (a.src, a.dst) == (b.src, b.dst):
         for s in directed:
-            if b.dst == str(s.vip) and s.forward is Forward.DR:
+            if b.dst == str(s.vip) and s.method is Forward.DR:
                 return (f"{net.title(who, 'director')} rewrote the destination MAC only (now {h.receiver}'s "
                         f"{h.frame.dst_mac}); IP pair unchanged — DR")
         if net.owns(h.receiver, b.dst):
             return f"{net.title(who)}: {b.dst} is on its own network, delivers to {h.receiver}; new MAC pair, same IP pair"
-        nh = net.addr_on(h.receiver, h.link) or h.receiver
+        nh = net.addr_on(h.receiver, h.frame.segment) or h.receiver
         return f"{net.title(who)}: next hop {nh} ({h.receiver}), new MAC pair, same IP pair"
     parts = []
     if a.dst != b.dst:

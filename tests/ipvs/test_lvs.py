@@ -44,9 +44,9 @@ def test_lvs_lab(root_dir, forward):
 
         # Under load: every request answered, the director's counters (after their fold) saw each
         # connection, and only NAT carried replies.
-        load = api.measure_load(name, count=200, concurrency=20)
-        assert load["traffic"]["ok"] == 200, load["traffic"]
-        rows = load["service"]["real_servers"]
+        load = api.load(name, count=200, concurrency=20)
+        assert load.ok and load.traffic["ok"] == 200, load.traffic
+        rows = load.service["real_servers"]
         assert sum(r["conns"] for r in rows) == 200
         assert sum(r["answered"] for r in rows) == 200
         replies = sum(r["outbytes"] for r in rows)

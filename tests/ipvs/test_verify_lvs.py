@@ -1,25 +1,24 @@
-"""verify and trace on real IPVS: the shipped LVS labs pass, each broken lab fails for its own reason."""
-
-import json
+"""verify and trace on real IPVS, through the API: the shipped LVS labs pass, each broken lab fails for its
+own reason, a trace to a real server reaches the port its app really listens on."""
 
 import pytest
 
-from nslab import api, cli
+from nslab import api, model
 
 from .conftest import leftovers
 
 
-def verify(root_dir, path, capsys):
-    rc = cli.main(["verify", str(root_dir / "topologies" / path)])
-    out = capsys.readouterr()
-    return rc, out.out + out.err
+def statuses(report):
+    return {r.name: r.status for r in report.results}
 
 
 @pytest.mark.parametrize("lab", ["nat", "dr", "tun"])
-def test_verify_passes_on_shipped_lvs_labs(root_dir, capsys, lab):
-    rc, out = verify(root_dir, f"{lab}.yaml", capsys)
-    assert rc == 0, out
-    assert f"PASS lvs-{lab}" in out and "PASS scheduler" in out and "FAIL" not in out
+def test_verify_passes_on_shipped_lvs_labs(root_dir, lab):
+    report = api.verify(str(root_dir / "topologies" / f"{lab}.yaml"))
+    assert report.ok, str(report)
+    got = statuses(report)
+    assert got[f"lvs-{lab}"] == "PASS" and got["scheduler"] == "PASS", str(report)
+    assert "FAIL" not in got.values()
     assert leftovers(lab) == []  # verify brought the lab up, so it took it down
 
 
@@ -29,21 +28,32 @@ def test_verify_passes_on_shipped_lvs_labs(root_dir, capsys, lab):
                                       "through the director director"),
     ("broken/tun-strict-rp-filter.yaml", "rp_filter (1, strict) drops such packets silently"),
 ])
-def test_broken_labs_fail_and_say_why(root_dir, capsys, path, expected):
-    rc, out = verify(root_dir, path, capsys)
-    assert rc == 1, out
-    assert expected in out, out
+def test_broken_labs_fail_and_say_why(root_dir, path, expected):
+    report = api.verify(str(root_dir / "topologies" / path))
+    assert not report.ok, str(report)
+    assert any(expected in r.summary for r in report.failed), str(report)
 
 
-def test_trace_dr_request_and_reply_paths(root_dir, capsys):
-    lab = api.Lab(str(root_dir / "topologies" / "dr.yaml"), name="trdr")
-    with lab:
-        assert cli.main(["trace", "trdr", "client", "web", "--json"]) == 0
-        walk = json.loads(capsys.readouterr().out)
-    packets = [h for h in walk["hops"] if h["kind"] in ("request", "reply")]
+def test_trace_dr_request_and_reply_paths(root_dir):
+    with api.Lab(str(root_dir / "topologies" / "dr.yaml"), name="trdr") as lab:
+        trace = lab.trace("client", "web")
+    assert trace.ok, str(trace)
+    packets = [h for h in trace.as_dict()["hops"] if h["kind"] in ("request", "reply")]
     request = [(h["from"], h["to"]) for h in packets if h["kind"] == "request"]
     reply = [(h["from"], h["to"]) for h in packets if h["kind"] == "reply"]
     rs = request[-1][1]
     assert rs in ("rs1", "rs2")
     assert request == [("client", "router"), ("router", "director"), ("director", rs)]
     assert reply == [(rs, "router"), ("router", "client")]
+
+
+def test_trace_reaches_a_real_server_on_its_service_port(root_dir):
+    """The real servers' apps take the service's port 8080: a trace to rs1 must aim there, not at 80."""
+    text = (root_dir / "topologies" / "dr.yaml").read_text().replace("10.0.0.100:80", "10.0.0.100:8080")
+    topo = model.loads(text.replace("name: dr\n", "name: dr8080\n", 1), "dr8080.yaml")
+    with api.Lab(topo) as lab:
+        trace = lab.trace("client", "rs1")
+        via_vip = lab.load(count=20, concurrency=5)
+    assert trace.ok and trace.target == "10.0.0.11:8080", str(trace)
+    assert trace.walk.server == "rs1"
+    assert via_vip.ok, str(via_vip)

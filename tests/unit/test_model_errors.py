@@ -97,4 +97,4 @@ def test_expect_names_must_exist():
 def test_expect_loads():
     topo = model.loads(GOOD + "expect:\n  - {from: a, to: b, reaches: false}\n", "x.yaml")
     (e,) = topo.expect
-    assert (e.frm, e.to, e.reaches, e.path) == ("a", "b", False, ())
+    assert (e.sender, e.to, e.reaches, e.path) == ("a", "b", False, ())

@@ -37,7 +37,7 @@ def test_plan_matches_golden(path):
 @pytest.mark.parametrize("path", TOPOLOGIES, ids=lambda p: p.stem)
 def test_plan_is_complete(path):
     topo = model.load(str(path))
-    actions = planner.plan(topo)
+    actions = planner.plan(model.resolve(topo))
     created = {a.ns for a in actions if isinstance(a, AddNetns)}
     assert created == {f"{topo.name}-{n.name}" for n in topo.nodes} | {f"{topo.name}-fabric"}
     for node in topo.nodes:

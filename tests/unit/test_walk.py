@@ -4,7 +4,7 @@ import pytest
 
 from nslab import model
 from nslab.model.schema import Forward
-from nslab.verify import capture, checks, export, walk
+from nslab.verify import concepts, export, frames as framing, walk
 
 scapy = pytest.importorskip("scapy")
 from scapy.layers.inet import IP, TCP  # noqa: E402
@@ -54,7 +54,7 @@ def lvs(fwd, sched="rr"):
     gw = "10.0.0.2" if fwd == "nat" else "10.0.0.1"
     topo = model.loads(LVS.replace("GW", gw).replace("FWD", fwd).replace("SCHED", sched))
     macs = {m: k.split("-")[0] for k, m in MAC.items()}
-    return topo, walk.Net(topo, macs)
+    return topo, walk.Net(model.resolve(topo), macs)
 
 
 class Wire:
@@ -65,8 +65,8 @@ class Wire:
 
     def send(self, sender, link, src, dst, pkt):
         self.t += 0.001
-        f = capture.parse(bytes(Ether(src=MAC[src], dst=dst if ":" in dst else MAC[dst]) / pkt),
-                          link, sender, "from", self.t, sender=sender)
+        f = framing.parse(bytes(Ether(src=MAC[src], dst=dst if ":" in dst else MAC[dst]) / pkt),
+                          link, sender, "from", self.t, sender=sender, segment=link.split(":")[0])
         self.frames.append(f)
         return f
 
@@ -116,18 +116,18 @@ def run(fwd, frames=None, sched="rr"):
     topo, net = lvs(fwd, sched)
     frames = frames if frames is not None else lvs_frames(fwd)
     w = walk.walk(frames, net, "client")
-    ctx = checks.Context(net, frames, w, None, topo.services[0])
-    return w, {r.name: r for r in checks.run_checks(ctx)}
+    ctx = concepts.Context(net, frames, w, None, net.lab.services[0])
+    return w, {r.name: r for r in concepts.run_checks(ctx)}
 
 
 def test_parse_ipip_keeps_outer_and_inner():
-    f = capture.parse(bytes(Ether() / IP(src=DIP, dst=RIP1, proto=4) / syn(CIP, VIP)))
+    f = framing.parse(bytes(Ether() / IP(src=DIP, dst=RIP1, proto=4) / syn(CIP, VIP)))
     assert (f.ip.proto, f.ip.src, f.ip.dst) == ("ipip", DIP, RIP1)
     assert (f.ip.inner.src, f.ip.inner.dst, f.ip.inner.flags, f.ip.inner.seq) == (CIP, VIP, "S", ISN)
 
 
 def test_parse_bare_ip_from_tunl0():
-    f = capture.parse(bytes(syn(CIP, VIP)), l2=False)
+    f = framing.parse(bytes(syn(CIP, VIP)), l2=False)
     assert f.src_mac is None and f.ip.dst == VIP and f.ip.sport == 40000
 
 
@@ -176,16 +176,29 @@ def test_rs_answering_arp_for_vip_is_named():
 
 
 def test_scheduler_shares():
-    topo, _ = lvs("dr", "rr")
-    svc = topo.services[0]
-    assert checks.check_scheduler(svc, {"rs1": 30, "rs2": 30}).ok
-    assert checks.check_scheduler(svc, {"rs1": 31, "rs2": 29}).ok
-    assert not checks.check_scheduler(svc, {"rs1": 40, "rs2": 20}).ok
-    wrr = lvs("dr", "wrr")[0].services[0]  # weights 2:1
-    assert checks.check_scheduler(wrr, {"rs1": 40, "rs2": 20}).ok
-    assert checks.check_scheduler(wrr, {"rs1": 42, "rs2": 18}).ok
-    bad = checks.check_scheduler(wrr, {"rs1": 30, "rs2": 30})
+    svc = lvs("dr", "rr")[1].lab.services[0]
+    assert concepts.check_scheduler(svc, {"rs1": 30, "rs2": 30}).ok
+    assert concepts.check_scheduler(svc, {"rs1": 31, "rs2": 29}).ok
+    assert not concepts.check_scheduler(svc, {"rs1": 40, "rs2": 20}).ok
+    wrr = lvs("dr", "wrr")[1].lab.services[0]  # weights 2:1
+    assert concepts.check_scheduler(wrr, {"rs1": 40, "rs2": 20}).ok
+    assert concepts.check_scheduler(wrr, {"rs1": 42, "rs2": 18}).ok
+    bad = concepts.check_scheduler(wrr, {"rs1": 30, "rs2": 30})
     assert not bad.ok and "expected 40.0" in bad.summary
+
+
+@pytest.mark.parametrize("sched", ["lc", "wlc", "sh", "sed", "nq", "lblc", "lblcr", "dh", "mh", "fo", "ovf", "twos"])
+def test_scheduler_that_compares_nothing_says_skip(sched):
+    svc = lvs("dr", sched)[1].lab.services[0]
+    r = concepts.check_scheduler(svc, {"rs1": 40, "rs2": 20})
+    assert r.skipped and r.status == "SKIP" and "would need" in r.summary
+
+
+def test_persistence_makes_the_share_a_skip():
+    topo = model.loads(LVS.replace("GW", "10.0.0.1").replace("FWD", "dr").replace("SCHED", "rr")
+                       .replace("    scheduler: rr", "    scheduler: rr\n    persistence: 60"))
+    r = concepts.check_scheduler(model.resolve(topo).services[0], {"rs1": 60})
+    assert r.status == "SKIP" and "persistence 60 s" in r.summary
 
 
 def routing_frames(reply=True):
@@ -217,7 +230,7 @@ def routing_net():
     topo = model.load(str(pathlib.Path(__file__).resolve().parents[2] / "topologies" / "routing.yaml"))
     macs = {MAC["host1"]: "host1", MAC["r1a"]: "r1", MAC["r1b"]: "r1", MAC["r2a"]: "r2", MAC["r2b"]: "r2",
             MAC["host2"]: "host2"}
-    return walk.Net(topo, macs)
+    return walk.Net(model.resolve(topo), macs)
 
 
 def test_routing_walk_and_checks():
@@ -227,7 +240,7 @@ def test_routing_walk_and_checks():
     assert [h.sender for h in w.request] == ["host1", "r1", "r2"]
     assert [h.sender for h in w.reply] == ["host2", "r2", "r1"]
     assert "next hop 10.0.12.2" in w.request[1].note and "same IP pair" in w.request[1].note
-    res = {r.name: r for r in checks.run_checks(checks.Context(net, frames, w))}
+    res = {r.name: r for r in concepts.run_checks(concepts.Context(net, frames, w))}
     assert res["path"].ok and res["arp"].ok and res["ip-stays-mac-changes"].ok
 
 

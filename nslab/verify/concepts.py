@@ -1,24 +1,35 @@
-"""Concept checks over captured frames and the packet walk: each a PASS or FAIL with the frames as evidence."""
+"""Concept checks over captured frames and the packet walk: each a PASS or FAIL with the frames as evidence,
+or a SKIP that says what it would need to compare (a check that compared nothing never passes)."""
 
 import math
 from ipaddress import IPv4Address
 from dataclasses import dataclass, field
 
-from ..model.schema import Forward, Service
-from ..model import checks as model_checks
-from .capture import BROADCAST, describe_ip
-from .walk import Hop, Net, Walk, l4, transmissions
+from ..model.resolve import ServiceFacts
+from ..model.schema import Forward
+from .frames import BROADCAST, describe_ip
+from .walk import Hop, Net, Walk, innermost, transmissions
 
 
 @dataclass
 class Result:
     name: str
-    ok: bool
+    ok: bool  # False only for a failure: a SKIP is ok but not a pass
     summary: str
     evidence: list = field(default_factory=list)
+    skipped: bool = False  # nothing was compared; summary says what it would need
+
+    @property
+    def status(self) -> str:
+        return "SKIP" if self.skipped else ("PASS" if self.ok else "FAIL")
 
     def as_dict(self) -> dict:
-        return {"check": self.name, "ok": self.ok, "summary": self.summary, "evidence": self.evidence}
+        return {"check": self.name, "status": self.status, "ok": self.ok, "summary": self.summary,
+                "evidence": self.evidence}
+
+
+def skip(name: str, why: str, evidence=()) -> Result:
+    return Result(name, True, why, list(evidence), skipped=True)
 
 
 @dataclass
@@ -29,7 +40,7 @@ class Context:
     frames: list
     walk: Walk
     traffic: dict | None = None
-    service: Service | None = None
+    service: ServiceFacts | None = None
     rp_filter: dict = field(default_factory=dict)  # TUN: {real server: effective rp_filter on tunl0}
 
 
@@ -54,7 +65,7 @@ def check_path(ctx: Context) -> Result:
 
 def _arps_on(frames, op, sender, seg, before):
     return [f for f in transmissions(frames) if f.arp and f.arp["op"] == op and f.sender == sender
-            and f.link.split(":")[0] == seg and f.time <= before]
+            and f.segment == seg and f.time <= before]
 
 
 def check_arp(ctx: Context) -> Result:
@@ -65,7 +76,7 @@ def check_arp(ctx: Context) -> Result:
     for h in ctx.walk.request + ctx.walk.reply:
         if h.receiver == "broadcast" or not ctx.net.topo.has_node(h.receiver):
             continue
-        seg, t = h.link.split(":")[0], h.frame.time
+        seg, t = h.frame.segment, h.frame.time
         answers = {f.arp["psrc"]: f for f in _arps_on(ctx.frames, 2, h.receiver, seg, t)
                    if f.dst_mac != BROADCAST}
         ask = next((f for f in _arps_on(ctx.frames, 1, h.sender, seg, t)
@@ -142,8 +153,8 @@ def connection_segments(frames, client: str, sport: int) -> list:
     first = next((f for f in transmissions(frames) if f.sender == client and f.ip and f.ip.sport == sport), None)
     if first is None:
         return []
-    return [f for f in frames if f.link == first.link and f.ip and l4(f.ip).proto == "tcp"
-            and sport in (l4(f.ip).sport, l4(f.ip).dport)
+    return [f for f in frames if f.link == first.link and f.ip and innermost(f.ip).proto == "tcp"
+            and sport in (innermost(f.ip).sport, innermost(f.ip).dport)
             and ((f.direction == "from" and f.sender == client) or (f.direction == "to" and f.node == client))]
 
 
@@ -153,8 +164,8 @@ def check_tcp(ctx: Context) -> Result | None:
         return None
     sport = w.request[0].ip.sport
     segs = connection_segments(ctx.frames, w.client, sport)
-    mine = [(f.direction == "from", l4(f.ip).flags) for f in segs]
-    ev = [("client " if out else "server ") + f"[{flags}] " + describe_ip(l4(f.ip)) for (out, flags), f in zip(mine, segs)]
+    mine = [(f.direction == "from", innermost(f.ip).flags) for f in segs]
+    ev = [("client " if out else "server ") + f"[{flags}] " + describe_ip(innermost(f.ip)) for (out, flags), f in zip(mine, segs)]
     want = [(True, "S"), (False, "SA"), (True, "A")]
     pos, missing = 0, []
     for step in want:
@@ -180,7 +191,7 @@ def check_tcp(ctx: Context) -> Result | None:
 
 
 def _rs_hops(ctx, svc):
-    rips = {r.node: str(model_checks.real_server_address(ctx.net.topo, svc, r)) for r in svc.real_servers}
+    rips = {r.node: str(r.address) for r in svc.real_servers}
     return rips, [h for h in ctx.walk.request if h.receiver in rips]
 
 
@@ -191,17 +202,17 @@ def _vip_arp_liars(ctx, svc):
             if f.arp and f.arp["op"] == 2 and f.arp["psrc"] == vip and f.sender != svc.director]
 
 
-def check_lvs(ctx: Context, svc: Service) -> Result:
-    name, vip, d = f"lvs-{svc.forward.value}", str(svc.vip), svc.director
+def check_lvs(ctx: Context, svc: ServiceFacts) -> Result:
+    name, vip, d = f"lvs-{svc.method.value}", str(svc.vip), svc.director
     liars = _vip_arp_liars(ctx, svc)
-    if liars and svc.forward is not Forward.NAT:
+    if liars and svc.method is not Forward.NAT:
         rs = liars[0].sender
         tuning = "arp_tuning is off" if not svc.arp_tuning else "arp_ignore/arp_announce did not hold"
         return Result(name, False, f"{rs} answered ARP for the VIP {vip} ({tuning}): the router cached {rs}'s "
                       "MAC, so requests bypass the director", [frame_line(f) for f in liars])
     rips, at_rs = _rs_hops(ctx, svc)
     ev = [hop_line(h) for h in ctx.walk.packets]
-    if svc.forward is Forward.NAT:
+    if svc.method is Forward.NAT:
         bypass = _nat_bypass(ctx, svc, rips)
         if bypass:
             f, rs, via = bypass
@@ -215,7 +226,7 @@ def check_lvs(ctx: Context, svc: Service) -> Result:
     h, rs = at_rs[0], at_rs[0].receiver
     ip = h.ip
     reply_via_director = [r for r in ctx.walk.reply if d in (r.sender, r.receiver)]
-    if svc.forward is Forward.NAT:
+    if svc.method is Forward.NAT:
         if ip.dst != rips[rs]:
             return Result(name, False, f"{rs} received dst {ip.dst}, not its RIP {rips[rs]}: the director did "
                           "not rewrite the destination", ev)
@@ -235,12 +246,12 @@ def check_lvs(ctx: Context, svc: Service) -> Result:
         return Result(name, False, f"{rs} received the request (hop {h.n}, {h.link}) but never answered{why}", ev)
     if reply_via_director:
         return Result(name, False, f"the reply crossed the director {d} (hop {reply_via_director[0].n}): in "
-                      f"{svc.forward.value.upper()} the real server answers the client directly", ev)
+                      f"{svc.method.value.upper()} the real server answers the client directly", ev)
     if ctx.walk.reply and ctx.walk.reply[0].ip.src != vip:
         return Result(name, False, f"{rs} answered from {ctx.walk.reply[0].ip.src}, not the VIP {vip}: the "
                       "client would drop it", ev)
     rs_macs = {m for m, n in ctx.net.macs.items() if n == rs}
-    if svc.forward is Forward.DR:
+    if svc.method is Forward.DR:
         if ip.inner or ip.dst != vip or h.frame.dst_mac not in rs_macs:
             return Result(name, False, f"{rs} got dst {ip.dst} / MAC {h.frame.dst_mac}: in DR it must get "
                           f"dst IP = VIP {vip} with dst MAC = its own", ev)
@@ -271,8 +282,11 @@ def _nat_bypass(ctx, svc, rips):
     return None
 
 
-def expected_share(svc: Service, n: int) -> dict | None:
-    """{rs: expected connections of n} for schedulers whose split is fixed; None for load-driven ones."""
+def expected_share(svc: ServiceFacts, n: int) -> dict | None:
+    """{rs: expected connections of n} for schedulers whose split is fixed by the weights alone; None for
+    the others (load-driven, hash-driven, or sticky through persistence)."""
+    if svc.persistence:
+        return None
     weights = {r.node: r.weight for r in svc.real_servers}
     if svc.scheduler == "rr":
         live = [k for k, w in weights.items() if w > 0]
@@ -283,13 +297,35 @@ def expected_share(svc: Service, n: int) -> dict | None:
     return None
 
 
-def check_scheduler(svc: Service, by_server: dict) -> Result:
+# What a share check would need for the schedulers whose split the weights alone don't fix.
+NEEDS = {
+    "lc": "connections held open on one real server, then new ones going to the others",
+    "wlc": "connections held open on one real server, then new ones going to the others by weight",
+    "sed": "connections held open, then new ones going where the expected delay is shortest",
+    "nq": "an idle real server taking the next connection first",
+    "sh": "several client addresses, each landing on one real server every time",
+    "dh": "several destination addresses, each going to one real server every time",
+    "mh": "several client addresses, each landing on one real server every time",
+    "lblc": "several destination addresses and their per-destination server choice",
+    "lblcr": "several destination addresses and their per-destination server sets",
+    "fo": "the highest-weight available real server taking every connection",
+    "ovf": "the highest-weight server taking connections until its weight's worth are active",
+    "twos": "the split of two random choices by load, over many connections",
+}
+
+
+def check_scheduler(svc: ServiceFacts, by_server: dict) -> Result:
     n = sum(by_server.values())
     want = expected_share(svc, n)
     got = ", ".join(f"{k} {by_server.get(k, 0)}" for k in sorted({r.node for r in svc.real_servers} | set(by_server)))
     if want is None:
-        return Result("scheduler", True, f"{svc.scheduler}: {n} connections split {got} (load-driven: "
-                      "no fixed share to compare)", [got])
+        if svc.persistence:
+            need = (f"persistence {svc.persistence} s keeps one client on one real server: comparing needs several "
+                    "clients, each sticking to its first server")
+        else:
+            need = (f"{svc.scheduler}: not compared; a check would need "
+                    + NEEDS.get(svc.scheduler, "more than one round of connections"))
+        return skip("scheduler", f"{need} (seen: {n} connections split {got})", [got])
     per = 1 if svc.scheduler == "rr" else 2
     slack = per * max(1, math.ceil(n / 60))
     off = {k: by_server.get(k, 0) - e for k, e in want.items() if abs(by_server.get(k, 0) - e) > slack}
@@ -310,7 +346,7 @@ def nodes_along(hops) -> list:
 def check_expectation(i: int, exp, walk, traffic) -> Result:
     """A topology's own `expect:` entry, judged on one observed request and its reply."""
     name = f"expect[{i}]"
-    what = f"{exp.frm} -> {exp.to}"
+    what = f"{exp.sender} -> {exp.to}"
     answered = bool(traffic and traffic.get("ok"))
     ev = [hop_line(h) for h in walk.packets]
     if answered != exp.reaches:

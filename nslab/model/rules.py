@@ -1,65 +1,14 @@
-"""Cross-field rules (references, subnets, return paths) and the lookups they share with the planner."""
+"""Cross-field rules (references, subnets, return paths), judged on the resolved lab's facts."""
 
 import difflib
-from ipaddress import IPv4Address
 
-from .schema import Forward, Interface, Node, Service, Topology
-
-
-def segment_of(node: Node, iface: Interface):
-    """The L2 segment an interface is on: a switch, or one direct link."""
-    if iface.switch:
-        return ("switch", iface.switch)
-    if iface.peer:
-        return ("link",) + tuple(sorted([f"{node.name}:{iface.name}", ":".join(iface.peer)]))
-    return None
+from .resolve import ResolvedLab
+from .schema import Forward
 
 
-def shared_interfaces(topo: Topology, a: str, b: str):
-    """(interface of a, interface of b) pairs that sit on one segment."""
-    na, nb = topo.node(a), topo.node(b)
-    return [(ia, ib) for ia in na.interfaces for ib in nb.interfaces
-            if segment_of(na, ia) and segment_of(na, ia) == segment_of(nb, ib)]
-
-
-def node_addresses(node: Node):
-    return [a.ip for i in node.interfaces if i.name != "lo" for a in i.addresses]
-
-
-def real_server_address(topo: Topology, svc: Service, rs) -> IPv4Address | None:
-    """Where the director sends a real server's share: the override, else the address it
-    has on a segment shared with the director (NAT, DR), else its first address (TUN)."""
-    if rs.address:
-        return rs.address
-    if not topo.has_node(rs.node) or not topo.has_node(svc.director):
-        return None
-    for _, iface in shared_interfaces(topo, svc.director, rs.node):
-        if iface.addresses:
-            return iface.addresses[0].ip
-    if svc.forward is Forward.TUN:
-        addrs = node_addresses(topo.node(rs.node))
-        return addrs[0] if addrs else None
-    return None
-
-
-def director_vip_interface(topo: Topology, svc: Service) -> str | None:
-    """The director interface that answers ARP for the VIP: the one set by hand, else the one
-    whose subnet holds the VIP, else (DR) the one on the real servers' segment."""
-    if svc.vip_interface:
-        return svc.vip_interface
-    director = topo.node(svc.director)
-    for iface in director.interfaces:
-        if any(svc.vip in a.network for a in iface.addresses):
-            return iface.name
-    for rs in svc.real_servers:
-        if topo.has_node(rs.node):
-            for ia, _ in shared_interfaces(topo, svc.director, rs.node):
-                return ia.name
-    return director.interfaces[0].name if director.interfaces else None
-
-
-def check(topo: Topology, d) -> None:
+def check(lab: ResolvedLab, d) -> None:
     """Report every cross-field problem into diagnostics d."""
+    topo = lab.topology
     addresses_seen = {}
     for node in topo.nodes:
         npath = ("nodes", node.name)
@@ -71,7 +20,7 @@ def check(topo: Topology, d) -> None:
                         f"did you mean '{close[0]}'?" if close else f"add it: switches: [{iface.switch}]")
             if iface.peer:
                 _check_peer(topo, node, iface, ipath, d)
-            seg = segment_of(node, iface) or ("node", node.name, iface.name)
+            seg = lab.segment_of_iface.get((node.name, iface.name)) or ("node", node.name, iface.name)
             for i, a in enumerate(iface.addresses):
                 key = (seg, a.ip)
                 if key in addresses_seen:
@@ -93,15 +42,15 @@ def check(topo: Topology, d) -> None:
                 d.error(npath + ("nat",), f"{node.name} has no interface '{nat.out}' to masquerade out of",
                         "one of: " + ", ".join(names))
     for svc in topo.services:
-        _check_service(topo, svc, d)
+        _check_service(topo, lab.service(svc.name), d)
     for i, e in enumerate(topo.expect):
         _check_expect(topo, e, ("expect", i), d)
 
 
 def _check_expect(topo, e, path, d):
     known = ", ".join(n.name for n in topo.nodes)
-    if not topo.has_node(e.frm):
-        d.error(path + ("from",), f"node '{e.frm}' does not exist", f"one of: {known}")
+    if not topo.has_node(e.sender):
+        d.error(path + ("from",), f"node '{e.sender}' does not exist", f"one of: {known}")
     host, sep, port = e.to.rpartition(":")
     if not (topo.has_node(e.to) or any(s.name == e.to for s in topo.services) or (sep and port.isdigit())):
         d.error(path + ("to",), f"'{e.to}' is not a node, a service or IP:PORT")
@@ -130,8 +79,9 @@ def _check_service(topo, svc, d):
         d.error(spath + ("director",), f"node '{svc.director}' does not exist")
         return
     director = topo.node(svc.director)
-    if svc.vip_interface and not director.interface(svc.vip_interface):
-        d.error(spath + ("vip_interface",), f"{svc.director} has no interface '{svc.vip_interface}'")
+    declared = next(s for s in topo.services if s.name == svc.name)
+    if declared.vip_interface and not director.interface(declared.vip_interface):
+        d.error(spath + ("vip_interface",), f"{svc.director} has no interface '{declared.vip_interface}'")
     if not svc.real_servers:
         d.error(spath + ("real_servers",), "a service needs at least one real server")
     for rs in svc.real_servers:
@@ -142,29 +92,27 @@ def _check_service(topo, svc, d):
         if rs.node == svc.director:
             d.error(rpath, "the director cannot be its own real server")
             continue
-        shared = shared_interfaces(topo, svc.director, rs.node)
-        if svc.forward is Forward.DR and not shared:
+        if svc.method is Forward.DR and not rs.shares_segment:
             d.error(rpath, f"DR needs {rs.node} on a switch shared with the director {svc.director}: "
                     "the director only rewrites the destination MAC, so the frame must reach the real "
                     "server without a router", f"put one of {rs.node}'s interfaces on the director's switch, "
                     "or use forward: tun")
             continue
-        address = real_server_address(topo, svc, rs)
-        if address is None:
+        if rs.address is None:
             d.error(rpath, f"cannot tell which address of {rs.node} the director should use",
                     f"set services.{svc.name}.real_servers.{rs.node}.address")
             continue
-        if svc.forward is Forward.NAT and svc.return_path_check:
-            _check_nat_return(topo, svc, rs, shared, rpath, d)
+        if svc.method is Forward.NAT and svc.return_path_check:
+            _check_nat_return(topo, svc, rs, rpath, d)
 
 
-def _check_nat_return(topo, svc, rs, shared, rpath, d):
+def _check_nat_return(topo, svc, rs, rpath, d):
     node = topo.node(rs.node)
-    if not shared:
+    if not rs.shares_segment:
         d.error(rpath, f"NAT needs {rs.node} on a segment shared with the director {svc.director}",
                 "connect them to one switch")
         return
-    director_addrs = [a.ip for ia, _ in shared for a in ia.addresses]
+    director_addrs = list(rs.director_addresses)
     gw = node.gateway
     if gw not in director_addrs:
         told = f"sends replies to {gw} (its gateway)" if gw else "has no default route"

@@ -1,0 +1,322 @@
+"""Every fact derived from a topology, worked out once: segments and where to sniff them, app endpoints,
+service addresses. The planner, the sniffers, the packet walk and target picking read this; none derives
+a fact again.
+
+resolve() never raises on a topology with broken references (a peer or real server that doesn't exist):
+it leaves the fact out or None, and model/rules.py reports it. That is what lets the validation rules
+read the same facts the planner uses.
+"""
+
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Interface
+
+from . import names
+from .schema import Forward, Node, Topology
+
+DEFAULT_PORTS = {"http": 80, "echo": 7}
+
+
+@dataclass(frozen=True)
+class End:
+    """One node interface on a segment."""
+
+    node: str
+    iface: str
+    addresses: tuple[IPv4Interface, ...]
+    port: str | None  # its veth end in the fabric, a port of the segment's bridge; None on a direct cable
+    mac: str | None = None  # set by hand, else the kernel's random one
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One L2 segment: a switch (a bridge in the fabric) or a direct cable between two interfaces."""
+
+    name: str  # the switch's name, or "a:eth1=b:eth0" for a cable (ends sorted)
+    kind: str  # switch | cable
+    ends: tuple[End, ...]
+
+    def end(self, node: str, iface: str | None = None) -> End | None:
+        return next((e for e in self.ends if e.node == node and iface in (None, e.iface)), None)
+
+    @property
+    def nodes(self) -> tuple[str, ...]:
+        return tuple(e.node for e in self.ends)
+
+
+@dataclass(frozen=True)
+class Tap:
+    """Where to sniff a segment (or a TUN real server's tunl0): an interface in a namespace."""
+
+    ns: str
+    ifname: str
+    label: str  # shown to users and used for pcap file names; never parsed
+    segment: str | None  # the segment's name; None for tunl0 (no L2 segment)
+    node: str  # the node whose end this is; directions are relative to it
+    iface: str
+    peer: str | None = None  # a cable's other node: the sender of frames coming to `node`
+    l2: bool = True  # False for tunl0: frames are bare IP packets
+    in_fabric: bool = True
+
+
+@dataclass(frozen=True)
+class AppEndpoint:
+    """Where a node's built-in app listens and how to talk to it."""
+
+    node: str
+    kind: str  # http | echo
+    address: IPv4Address | None  # the node's first address (what a trace to the node aims at)
+    port: int
+    protocol: str  # tcp | udp | both (echo only)
+    serves: str | None = None  # the service whose port it took, if any
+
+    @property
+    def traffic(self) -> str:
+        """The traffic generator's kind for this endpoint."""
+        if self.kind == "http":
+            return "http"
+        return "udp" if self.protocol == "udp" else "tcp-echo"
+
+
+@dataclass(frozen=True)
+class RealServerFacts:
+    node: str
+    address: IPv4Address | None  # None: cannot be derived (model/rules.py says so)
+    port: int
+    weight: int
+    shares_segment: bool  # on a segment with the director (DR needs it; NAT needs it)
+    director_addresses: tuple[IPv4Address, ...] = ()  # the director's addresses on those shared segments
+
+
+@dataclass(frozen=True)
+class ServiceFacts:
+    name: str
+    director: str
+    vip: IPv4Address
+    port: int
+    protocol: str
+    scheduler: str
+    method: Forward
+    persistence: int | None
+    vip_interface: str | None  # the director interface that answers ARP for the VIP
+    vip_is_own: bool  # the VIP is already one of the director's declared addresses
+    real_servers: tuple[RealServerFacts, ...]
+    arp_tuning: bool
+    rp_filter_relax: bool
+    return_path_check: bool
+
+    @property
+    def target(self) -> str:
+        return f"{self.vip}:{self.port}"
+
+    def real_server(self, node: str) -> RealServerFacts | None:
+        return next((r for r in self.real_servers if r.node == node), None)
+
+
+@dataclass(frozen=True)
+class ResolvedLab:
+    """A topology with every derived fact. `topology` stays reachable for what was declared as is."""
+
+    topology: Topology
+    name: str
+    fabric_ns: str
+    segments: tuple[Segment, ...]
+    taps: tuple[Tap, ...]
+    apps: tuple[AppEndpoint, ...]
+    services: tuple[ServiceFacts, ...]
+    segment_of_iface: dict  # (node, iface) -> segment name
+    holders_of: dict  # ip (text) -> nodes that accept packets for it, whoever declares it first
+
+    def ns(self, node: str) -> str:
+        return names.node_ns(self.name, node)
+
+    def segment(self, name: str) -> Segment | None:
+        return next((s for s in self.segments if s.name == name), None)
+
+    def segment_of(self, node: str, iface: str) -> Segment | None:
+        name = self.segment_of_iface.get((node, iface))
+        return self.segment(name) if name else None
+
+    def app(self, node: str) -> AppEndpoint | None:
+        return next((a for a in self.apps if a.node == node), None)
+
+    def service(self, name: str) -> ServiceFacts | None:
+        return next((s for s in self.services if s.name == name), None)
+
+    def shared_segments(self, a: str, b: str) -> list[Segment]:
+        """Segments on which both nodes have an interface."""
+        return [s for s in self.segments if s.end(a) and s.end(b)]
+
+    def address_on(self, node: str, segment: str) -> IPv4Address | None:
+        """node's first address on a segment."""
+        seg = self.segment(segment)
+        end = seg.end(node) if seg else None
+        return end.addresses[0].ip if end and end.addresses else None
+
+    def first_address(self, node: str) -> IPv4Address | None:
+        if not self.topology.has_node(node):
+            return None
+        return next((a.ip for i in self.topology.node(node).interfaces if i.name != "lo" for a in i.addresses), None)
+
+    def holders(self, ip: str) -> tuple[str, ...]:
+        """Nodes that accept packets for ip: who declares it first, then (a VIP) the director, then the
+        DR/TUN real servers."""
+        return self.holders_of.get(str(ip), ())
+
+    def role(self, node: str) -> str:
+        """director | real server | router | host."""
+        if any(s.director == node for s in self.services):
+            return "director"
+        if any(s.real_server(node) for s in self.services):
+            return "real server"
+        if self.topology.has_node(node) and self.topology.node(node).forward:
+            return "router"
+        return "host"
+
+
+def resolve(topo: Topology) -> ResolvedLab:
+    """Derive every fact of a topology (no kernel, no errors: missing references give None)."""
+    segments, seg_of = _segments(topo)
+    seg_by_name = {s.name: s for s in segments}
+    services = tuple(_service(topo, svc, seg_by_name, seg_of) for svc in topo.services)
+    return ResolvedLab(topology=topo, name=topo.name, fabric_ns=names.fabric_ns(topo.name),
+                       segments=segments, taps=_taps(topo, segments, services), apps=_apps(topo),
+                       services=services, segment_of_iface=seg_of, holders_of=_holders(topo, services))
+
+
+def _holders(topo, services):
+    """Whoever declares an address, and for a VIP the director and the DR/TUN real servers (which hold it
+    on lo/tunl0, derived, not declared)."""
+    out: dict[str, list] = {}
+
+    def add(ip, node):
+        held = out.setdefault(str(ip), [])
+        if node not in held:
+            held.append(node)
+    for n in topo.nodes:
+        for i in n.interfaces:
+            for a in i.addresses:
+                add(a.ip, n.name)
+    for s in services:
+        add(s.vip, s.director)
+        if s.method is not Forward.NAT:
+            for r in s.real_servers:
+                add(s.vip, r.node)
+    return {ip: tuple(nodes) for ip, nodes in out.items()}
+
+
+def _segments(topo):
+    switches: dict[str, list[End]] = {sw: [] for sw in topo.switches}
+    cables: dict[str, list[End]] = {}
+    seg_of = {}
+    for node in topo.nodes:
+        for iface in node.interfaces:
+            if iface.switch:
+                end = End(node.name, iface.name, iface.addresses, names.bridge_port(node.name, iface.name), iface.mac)
+                switches.setdefault(iface.switch, []).append(end)
+                seg_of[(node.name, iface.name)] = iface.switch
+            elif iface.peer:
+                label = "=".join(sorted([f"{node.name}:{iface.name}", ":".join(iface.peer)]))
+                cables.setdefault(label, []).append(End(node.name, iface.name, iface.addresses, None, iface.mac))
+                seg_of[(node.name, iface.name)] = label
+    out = [Segment(name, "switch", tuple(ends)) for name, ends in switches.items()]
+    out += [Segment(name, "cable", tuple(ends)) for name, ends in cables.items()]
+    return tuple(out), seg_of
+
+
+def _taps(topo, segments, services):
+    """Each switch port in the fabric; one end of each cable (both see the same frames); tunl0 in every
+    TUN real server (the decapsulated packet exists only there)."""
+    lab, fabric = topo.name, names.fabric_ns(topo.name)
+    taps = []
+    for seg in segments:
+        if seg.kind == "switch":
+            taps += [Tap(fabric, e.port, f"{seg.name}:{e.node}-{e.iface}", seg.name, e.node, e.iface)
+                     for e in seg.ends]
+        elif seg.ends:
+            e = seg.ends[0]
+            peer = next((o.node for o in seg.ends[1:]), None)
+            taps.append(Tap(names.node_ns(lab, e.node), e.iface, seg.name, seg.name, e.node, e.iface, peer=peer,
+                            in_fabric=False))
+    for svc in services:
+        if svc.method is Forward.TUN:
+            taps += [Tap(names.node_ns(lab, r.node), "tunl0", f"{r.node}:tunl0", None, r.node, "tunl0", l2=False,
+                         in_fabric=False) for r in svc.real_servers]
+    return tuple(taps)
+
+
+def _apps(topo):
+    out = []
+    for node in topo.nodes:
+        if not node.app:
+            continue
+        port, protocol, serves = _app_port(topo, node)
+        addr = next((a.ip for i in node.interfaces if i.name != "lo" for a in i.addresses), None)
+        out.append(AppEndpoint(node.name, node.app.kind, addr, port,
+                               protocol if node.app.kind == "echo" else "tcp", serves))
+    return tuple(out)
+
+
+def _app_port(topo, node: Node):
+    """Set by hand, else the port of the service it serves, else the app's usual one."""
+    if node.app.port:
+        return node.app.port, node.app.protocol, None
+    for svc in topo.services:
+        for rs in svc.real_servers:
+            if rs.node == node.name:
+                return rs.port or svc.port, svc.protocol, svc.name
+    return DEFAULT_PORTS[node.app.kind], node.app.protocol, None
+
+
+def _service(topo, svc, seg_by_name, seg_of) -> ServiceFacts:
+    director = topo.node(svc.director) if topo.has_node(svc.director) else None
+
+    def shared(rs_node):
+        """(director iface, rs iface) pairs on one segment, in declaration order."""
+        if director is None or not topo.has_node(rs_node):
+            return []
+        other = topo.node(rs_node)
+        return [(ia, ib) for ia in director.interfaces for ib in other.interfaces
+                if seg_of.get((director.name, ia.name)) is not None
+                and seg_of.get((director.name, ia.name)) == seg_of.get((rs_node, ib.name))]
+
+    real_servers = []
+    for rs in svc.real_servers:
+        pairs = shared(rs.node)
+        real_servers.append(RealServerFacts(rs.node, _rs_address(topo, svc, rs, pairs), rs.port or svc.port,
+                                            rs.weight, bool(pairs), tuple(a.ip for ia, _ in pairs for a in ia.addresses)))
+    own = [a.ip for i in director.interfaces if i.name != "lo" for a in i.addresses] if director else []
+    return ServiceFacts(
+        name=svc.name, director=svc.director, vip=svc.vip, port=svc.port, protocol=svc.protocol,
+        scheduler=svc.scheduler, method=svc.forward, persistence=svc.persistence,
+        vip_interface=_vip_interface(svc, director, [shared(r.node) for r in svc.real_servers]),
+        vip_is_own=svc.vip in own, real_servers=tuple(real_servers),
+        arp_tuning=svc.arp_tuning, rp_filter_relax=svc.rp_filter_relax, return_path_check=svc.return_path_check)
+
+
+def _rs_address(topo, svc, rs, pairs):
+    """The override, else the address it has on a segment shared with the director (NAT, DR), else its
+    first address (TUN: the director reaches it by routing)."""
+    if rs.address:
+        return rs.address
+    for _, iface in pairs:
+        if iface.addresses:
+            return iface.addresses[0].ip
+    if svc.forward is Forward.TUN and topo.has_node(rs.node):
+        return next((a.ip for i in topo.node(rs.node).interfaces if i.name != "lo" for a in i.addresses), None)
+    return None
+
+
+def _vip_interface(svc, director, shared_pairs):
+    """Set by hand, else the director interface whose subnet holds the VIP, else the one on the first real
+    server's segment, else its first interface."""
+    if svc.vip_interface:
+        return svc.vip_interface
+    if director is None:
+        return None
+    for iface in director.interfaces:
+        if any(svc.vip in a.network for a in iface.addresses):
+            return iface.name
+    for pairs in shared_pairs:
+        for ia, _ in pairs:
+            return ia.name
+    return director.interfaces[0].name if director.interfaces else None
