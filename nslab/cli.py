@@ -4,12 +4,28 @@ Exit codes: 0 ok, 1 a check or kernel step failed, 2 bad input or usage, 3 the e
 """
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
 
-from . import api
 from .errors import NslabError
+
+
+def lazy_module(name: str):
+    """The module, imported on first attribute access (the standard library's LazyLoader recipe): `--help`
+    and commands that never touch it don't pay for it, which matters in the emulated VM (seconds)."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.find_spec(name)
+    spec.loader = importlib.util.LazyLoader(spec.loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+api = lazy_module("nslab.api")
 
 EPILOG = """\
 examples:

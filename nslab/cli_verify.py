@@ -3,8 +3,10 @@
 import json
 import os
 
-from . import api
+from .cli import lazy_module
 from .errors import CheckFailed, UsageError
+
+api = lazy_module("nslab.api")
 
 
 def cmd_verify(args):
