@@ -1,11 +1,15 @@
-"""Masquerade (SNAT) through nftables' netlink API, in the router's namespace."""
+"""Masquerade (SNAT) through nftables' netlink API, in the router's namespace.
 
-import contextlib
+What `up` writes is what `nft` writes for the lines `nslab plan` prints: the same expressions and the same
+userdata, nftables' udata TLV (type 0 = comment, one length byte, the NUL-terminated text), so `nft list ruleset`
+shows each rule's comment and a rule added by replaying the plan is recognised as the same rule.
+"""
 
 from . import netns
 
 TABLE = "nslab"
 CHAIN = "postrouting"
+SRCNAT = 100  # the chain priority nft calls srcnat
 
 
 def _nft(ns):
@@ -14,19 +18,26 @@ def _nft(ns):
         return NFTables(nfgen_family=2)  # NFPROTO_IPV4
 
 
-def _has_table(nft):
-    return any(t.get_attr("NFTA_TABLE_NAME") == TABLE for t in nft.get_tables())
+def _tables(nft):
+    return [t for t in nft.get_tables() if t.get_attr("NFTA_TABLE_NAME") == TABLE]
+
+
+def _chains(nft):
+    return [c for c in nft.get_chains() if c.get_attr("NFTA_CHAIN_TABLE") == TABLE]
 
 
 def _rules(nft):
-    if not _has_table(nft):
+    if not _tables(nft):
         return []
-    return [r for r in nft.get_rules() if r.get_attr("NFTA_RULE_TABLE") == TABLE]
+    return [r for r in nft.get_rules()
+            if r.get_attr("NFTA_RULE_TABLE") == TABLE and r.get_attr("NFTA_RULE_CHAIN") == CHAIN]
 
 
 def _tag(a):
-    # A rule's userdata holds which out-interface/source it masquerades, so `up` can tell it exists.
-    return f"nslab masquerade {a.out} {a.source or 'any'}"
+    # The rule's comment (the action's, so plan and up agree) says which out-interface/source it masquerades.
+    # pyroute2 writes userdata as a big-endian 16-bit length (text + NUL) then the NUL-terminated text: for a
+    # comment under 256 bytes, exactly nft's TLV (type 0, length byte); tests/unit/test_nft_udata.py holds it to that.
+    return a.comment
 
 
 class Masquerade:
@@ -43,25 +54,36 @@ class Masquerade:
         from pyroute2.nftables.expressions import masq
         nft = _nft(a.ns)
         try:
-            if not _has_table(nft):
-                nft.table("add", name=TABLE)
-                nft.chain("add", table=TABLE, name=CHAIN, type="nat", hook="postrouting", priority=100,
-                          policy=1)
-            exprs = []
-            if a.source:
-                exprs.append(_saddr_match(a.source))
-            exprs.append(_oifname_match(a.out))
-            exprs.append(masq())
+            if not _tables(nft):
+                nft.table("add", name=TABLE, userdata=a.OWNER)
+            if not any(c.get_attr("NFTA_CHAIN_NAME") == CHAIN for c in _chains(nft)):
+                nft.chain("add", table=TABLE, name=CHAIN, type="nat", hook="postrouting", priority=SRCNAT,
+                          policy=1, userdata=a.OWNER)
+            exprs = [_saddr_match(a.source)] if a.source else []
+            exprs += [_oifname_match(a.out), masq()]
             nft.rule("add", table=TABLE, chain=CHAIN, expressions=exprs, userdata=_tag(a))
         finally:
             nft.close()
 
     @staticmethod
-    def undo(s, a):
+    def undo(s, a, undo_data=None):
+        """Delete this action's own rule by its handle; then the chain and the table, if nslab made them
+        (their comment says so) and nothing is left in them."""
+        if not netns.exists(a.ns):
+            return
         nft = _nft(a.ns)
-        with contextlib.suppress(Exception):
-            nft.table("del", name=TABLE)
-        nft.close()
+        try:
+            for r in _rules(nft):
+                if r.get_attr("NFTA_RULE_USERDATA") == _tag(a):
+                    nft.rule("del", table=TABLE, chain=CHAIN, handle=r.get_attr("NFTA_RULE_HANDLE"))
+            for c in _chains(nft):
+                if (c.get_attr("NFTA_CHAIN_NAME") == CHAIN and c.get_attr("NFTA_CHAIN_USERDATA") == a.OWNER
+                        and not _rules(nft)):
+                    nft.chain("del", table=TABLE, name=CHAIN)
+            if not _chains(nft) and any(t.get_attr("NFTA_TABLE_USERDATA") == a.OWNER for t in _tables(nft)):
+                nft.table("del", name=TABLE)
+        finally:
+            nft.close()
 
 
 def _oifname_match(ifname):
@@ -72,13 +94,19 @@ def _oifname_match(ifname):
 
 
 def _saddr_match(prefix):
+    """`ip saddr PREFIX` as nft compiles it: a whole-byte prefix loads and compares only its bytes; any other
+    loads the 4-byte address, masks it and compares (so `nft list` shows both as `ip saddr PREFIX`)."""
     from ipaddress import IPv4Network
 
     from pyroute2.nftables.expressions import genex
     net = IPv4Network(prefix)
-    # ip saddr: payload network header offset 12, 4 bytes; & mask == network
-    return (genex("payload", {"dreg": 1, "base": 1, "offset": 12, "len": 4}),
-            genex("bitwise", {"sreg": 1, "dreg": 1, "len": 4,
-                              "mask": {"attrs": [("NFTA_DATA_VALUE", net.netmask.packed)]},
-                              "xor": {"attrs": [("NFTA_DATA_VALUE", b"\0" * 4)]}}),
-            genex("cmp", {"sreg": 1, "op": 0, "data": {"attrs": [("NFTA_DATA_VALUE", net.network_address.packed)]}}))
+    if net.prefixlen == 0:
+        return ()  # every source
+    size = net.prefixlen // 8 if net.prefixlen % 8 == 0 else 4
+    load = genex("payload", {"dreg": 1, "base": 1, "offset": 12, "len": size})  # network header + 12: saddr
+    cmp = genex("cmp", {"sreg": 1, "op": 0, "data": {"attrs": [("NFTA_DATA_VALUE", net.network_address.packed[:size])]}})
+    if size == net.prefixlen // 8:
+        return (load, cmp)
+    return (load, genex("bitwise", {"sreg": 1, "dreg": 1, "len": 4,
+                                    "mask": {"attrs": [("NFTA_DATA_VALUE", net.netmask.packed)]},
+                                    "xor": {"attrs": [("NFTA_DATA_VALUE", b"\0" * 4)]}}), cmp)

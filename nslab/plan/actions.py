@@ -116,14 +116,21 @@ class Masquerade(Action):
     source: str | None = None
 
     TABLE = "nslab"
+    OWNER = "nslab"  # the comment that marks the table and chain as nslab's (removed with their last rule)
+
+    @property
+    def comment(self) -> str:
+        """The rule's comment: how `up` (and undo) find this very rule again, however it was added."""
+        return f"nslab masquerade {self.out} {self.source or 'any'}"
 
     def argvs(self):
         nft = ["ip", "netns", "exec", self.ns, "nft"]
         match = ["ip", "saddr", self.source] if self.source else []
-        return [nft + ["add", "table", "ip", self.TABLE],
+        return [nft + ["add", "table", "ip", self.TABLE, f'{{ comment "{self.OWNER}" ; }}'],
                 nft + ["add", "chain", "ip", self.TABLE, "postrouting",
-                       "{ type nat hook postrouting priority srcnat ; policy accept ; }"],
-                nft + ["add", "rule", "ip", self.TABLE, "postrouting", *match, "oifname", self.out, "masquerade"]]
+                       f'{{ type nat hook postrouting priority srcnat ; policy accept ; comment "{self.OWNER}" ; }}'],
+                nft + ["add", "rule", "ip", self.TABLE, "postrouting", *match, "oifname", self.out, "masquerade",
+                       "comment", f'"{self.comment}"']]
 
 
 @dataclass(frozen=True)
