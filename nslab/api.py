@@ -352,6 +352,12 @@ class Lab:
     def load(self, **kwargs):
         return load(self.name, **kwargs)
 
+    def capture(self, links=None):
+        """A context manager sniffing every link (or the named segments/taps) around a block of traffic;
+        afterwards .packets(link) gives scapy packets and .pcap(dir) writes pcap files."""
+        from .verify.captured import Captured
+        return Captured(model.resolve(self.topo), links)
+
     def __enter__(self):
         try:
             self.up()

@@ -1,32 +1,16 @@
 """Labs for the host-kernel tier: each test's labs get unique names and are always taken down."""
 
-import itertools
 import json
-import os
 import subprocess
 
 import pytest
 
-from nslab import api
-
-_counter = itertools.count()
-
 
 @pytest.fixture
-def make_lab(root_dir):
-    """make_lab('routing') -> an up Lab named uniquely; downed after the test, whatever happens."""
-    made = []
-
-    def make(topology, name=None):
-        name = name or f"t{os.getpid() % 1000}x{next(_counter)}"
-        lab = api.Lab(str(root_dir / "topologies" / f"{topology}.yaml"), name=name)
-        made.append(lab)
-        lab.up()
-        return lab
-
-    yield make
-    for lab in made:
-        lab.down_quietly()
+def make_lab(nslab_lab, root_dir):
+    """make_lab('routing') -> that shipped topology up under a unique name, through nslab's own pytest
+    plugin (nslab_lab), so the plugin is exercised on every run; down after the test, whatever happens."""
+    return lambda topology, name=None: nslab_lab(root_dir / "topologies" / f"{topology}.yaml", name=name)
 
 
 def host_network_snapshot():
