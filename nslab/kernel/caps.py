@@ -43,6 +43,8 @@ def probe() -> list[Check]:
         _check_nftables(),
         _check_ipvs(),
         _feature_check("ipip", "ipip", "CONFIG_NET_IPIP", _INSIDE_VM),
+        _check_modprobe(),
+        _check_replay_tools(),
         *_vm_checks(),
     ]
 
@@ -79,15 +81,42 @@ def _check_netns() -> Check:
 
 
 def _check_nftables() -> Check:
+    # nslab programs nftables through netlink: the kernel's side is what it needs, not the nft command.
     state = _feature_state("nf_tables", "CONFIG_NF_TABLES")
     nat = [m for m, key in (("nft_chain_nat", "CONFIG_NFT_NAT"), ("nft_masq", "CONFIG_NFT_MASQ"))
            if _feature_state(m, key) in ("missing", "unknown")]
-    nft = shutil.which("nft")
     detail = f"nf_tables {state}" + (f"; missing for SNAT labs: {', '.join(nat)}" if nat else "")
-    detail += f"; nft command {'at ' + nft if nft else 'not found'}"
-    ok = state in ("loaded", "built-in", "module") and not nat and nft is not None
-    fix = "" if ok else ("apt-get install nftables" if nft is None else "a kernel with CONFIG_NF_TABLES, CONFIG_NFT_NAT, CONFIG_NFT_MASQ")
+    ok = state in ("loaded", "built-in", "module") and not nat
+    fix = "" if ok else "a kernel with CONFIG_NF_TABLES, CONFIG_NFT_NAT, CONFIG_NFT_MASQ"
     return Check("nftables", ok, detail, fix)
+
+
+def _check_modprobe() -> Check:
+    # `nslab up` of an LVS TUN lab runs `modprobe ipip` when tunl0 is missing: needed only while ipip is
+    # a module not yet loaded.
+    found = shutil.which("modprobe")
+    if found:
+        return Check("modprobe", True, f"modprobe at {found} (loads ipip for LVS TUN labs)")
+    if _feature_state("ipip", "CONFIG_NET_IPIP") == "module":
+        return Check("modprobe", False, "modprobe not found, and LVS TUN labs need it to load the ipip module",
+                     "apt-get install kmod")
+    return Check("modprobe", True, "modprobe not found; optional: nslab runs it only to load a not yet loaded "
+                 "ipip module (apt-get install kmod)")
+
+
+# The commands `nslab plan` prints; nslab itself does all of it through netlink and /proc.
+REPLAY_TOOLS = (("ip", "iproute2"), ("sysctl", "procps"), ("nft", "nftables"), ("ipvsadm", "ipvsadm"))
+
+
+def _check_replay_tools() -> Check:
+    """Never a failure: these only replay `nslab plan` by hand (and `nft list ruleset`, `ipvsadm -Ln` in a node)."""
+    missing = [(tool, pkg) for tool, pkg in REPLAY_TOOLS if shutil.which(tool) is None]
+    found = [tool for tool, _ in REPLAY_TOOLS if shutil.which(tool)]
+    detail = f"{' '.join(found) or 'none'} found"
+    if missing:
+        detail += (f"; {' '.join(t for t, _ in missing)} not found (optional: for replaying `nslab plan`; "
+                   f"apt-get install {' '.join(sorted({p for _, p in missing}))})")
+    return Check("replay-tools", True, detail)
 
 
 def _check_ipvs() -> Check:

@@ -1,6 +1,8 @@
 """Namespaces (with their ownership mark), bridges, veth pairs and the ipip tunnel device."""
 
 import contextlib
+import subprocess
+import time
 
 from ..errors import EnvironmentMissing, KernelError
 from ..model import names
@@ -107,7 +109,11 @@ class AddVeth:
 
 
 class AddTunnel:
-    """tunl0 appears in every namespace once the ipip module is loaded; we only bring it up."""
+    """tunl0, the ipip fallback device: it appears in every namespace once the ipip module is loaded, so we
+    load the module if tunl0 is missing (`modprobe ipip`, as the plan prints), wait for it, and bring it up."""
+
+    FB_KEY = "net.core.fb_tunnels_only_for_init_net"
+    LOAD_TIMEOUT = 60  # seconds: loading a module inside an emulated VM is slow
 
     @staticmethod
     def done(s, a):
@@ -117,9 +123,43 @@ class AddTunnel:
     def do(s, a):
         idx = s.index(a.ns, a.name)
         if idx is None:
-            raise EnvironmentMissing(f"{a.ns} has no {a.name}: the running kernel lacks the ipip module that "
-                                     "LVS TUN needs (run the lab inside `nslab vm -- nslab up ...`)")
+            idx = AddTunnel._load_ipip(s, a)
         s.ipr(a.ns).link("set", index=idx, state="up")
+
+    @staticmethod
+    def _load_ipip(s, a) -> int:
+        """Load ipip and return tunl0's index in a.ns. Raises EnvironmentMissing, KernelError."""
+        key = AddTunnel.FB_KEY
+        try:  # a global sysctl, shown only in the host's namespace (where nslab itself runs)
+            with open("/proc/sys/" + key.replace(".", "/")) as f:
+                fb = f.read().strip()
+        except OSError:
+            fb = "0"  # a kernel without it gives every namespace the fallback devices
+        if fb != "0":
+            raise EnvironmentMissing(
+                f"{a.ns} has no {a.name}: {key}={fb} on this host keeps the ipip fallback device out of every "
+                f"namespace but the host's, and LVS TUN needs it in each real server. Run `sysctl -w {key}=0`, "
+                "then `nslab down` the lab and `nslab up` it again")
+        try:
+            loaded = subprocess.run(["modprobe", "ipip"], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                                    timeout=AddTunnel.LOAD_TIMEOUT)
+        except FileNotFoundError:
+            raise EnvironmentMissing(f"{a.ns} has no {a.name} and modprobe (kmod) is not installed to load the "
+                                     "ipip module LVS TUN needs: apt-get install kmod") from None
+        except subprocess.TimeoutExpired:
+            raise KernelError(f"`modprobe ipip` did not finish within {AddTunnel.LOAD_TIMEOUT} s") from None
+        if loaded.returncode != 0:
+            why = " | ".join(loaded.stderr.strip().splitlines()[-2:]) or f"exit status {loaded.returncode}"
+            raise EnvironmentMissing(f"{a.ns} has no {a.name} and `modprobe ipip` failed ({why}): the running "
+                                     "kernel cannot load the ipip module LVS TUN needs (run the lab inside "
+                                     "`nslab vm -- nslab up ...`)")
+        deadline = time.monotonic() + AddTunnel.LOAD_TIMEOUT
+        while (idx := s.index(a.ns, a.name)) is None:
+            if time.monotonic() > deadline:
+                raise KernelError(f"`modprobe ipip` succeeded but no {a.name} appeared in {a.ns} within "
+                                  f"{AddTunnel.LOAD_TIMEOUT} s")
+            time.sleep(0.05)
+        return idx
 
     @staticmethod
     def undo(s, a):

@@ -81,7 +81,8 @@ class AddTunnel(Action):
     name: str = "tunl0"
 
     def argvs(self):
-        return [["ip", "netns", "exec", self.ns, "modprobe", "ipip"], _ip(self.ns, "link", "set", self.name, "up")]
+        # A module is the kernel's, not a namespace's: loading it gives tunl0 to every namespace.
+        return [["modprobe", "ipip"], _ip(self.ns, "link", "set", self.name, "up")]
 
 
 @dataclass(frozen=True)

@@ -159,7 +159,8 @@ def _service_addresses(rlab):
                                       reason=f"DR: {rs.node} accepts packets for the VIP (hidden on lo) and "
                                       "replies from it straight to the client"))
             elif svc.method is Forward.TUN:
-                out.append(AddTunnel(ns, reason=f"TUN: {rs.node} unwraps IP-in-IP packets from the director"))
+                out.append(AddTunnel(ns, reason=f"TUN: {rs.node} unwraps IP-in-IP packets from the director on tunl0; "
+                                          "`modprobe ipip` loads the ipip module (tunl0 appears in every namespace)"))
                 out.append(AddAddress(ns, dev="tunl0", cidr=f"{svc.vip}/32",
                                       reason=f"TUN: the inner packet is for the VIP; {rs.node} holds it on tunl0"))
     return out
