@@ -1,10 +1,12 @@
 """Raw YAML data -> Topology dataclasses, checking each field's own shape."""
 
+import difflib
 import re
 import shlex
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 from .diag import Diagnostics
+from .names import bridge_port
 from .schema import (APPS, PROTOCOLS, SCHEDULERS, App, Expect, Forward, Interface, Nat, Node, RealServer,
                      Route, Service, Topology)
 
@@ -18,6 +20,17 @@ MAX_LAB = 16
 MAX_NODE = 24
 MAX_IFNAME = 15  # IFNAMSIZ - 1
 RESERVED_NODES = ("fabric",)  # <lab>-fabric holds the switches
+# Device names no interface or switch may take: the kernel refuses 'all' and 'default' (they would
+# clash with /proc/sys/net/ipv4/conf/all|default) and has 'lo' in every namespace; and once a tunnel
+# module is loaded it creates its fallback device in every new namespace (tunl0 is the one TUN labs use).
+RESERVED_DEVICES = {"all": "/proc/sys/net/ipv4/conf/all names every interface",
+                    "default": "/proc/sys/net/ipv4/conf/default names the defaults of new interfaces",
+                    "lo": "every namespace has its loopback 'lo'"}
+RESERVED_DEVICES.update({dev: f"the kernel creates '{dev}' in every namespace once the {mod} module is loaded"
+                         for dev, mod in (("tunl0", "ipip"), ("sit0", "sit"), ("gre0", "ip_gre"),
+                                          ("gretap0", "ip_gre"), ("erspan0", "ip_gre"), ("ip_vti0", "ip_vti"),
+                                          ("ip6_vti0", "ip6_vti"), ("ip6tnl0", "ip6_tunnel"),
+                                          ("ip6gre0", "ip6_gre"))})
 
 TOP_KEYS = ("name", "description", "switches", "nodes", "services", "expect")
 EXPECT_KEYS = ("from", "to", "reaches", "path", "reply_path")
@@ -29,6 +42,111 @@ APP_KEYS = ("type", "port", "protocol")
 SERVICE_KEYS = ("director", "vip", "protocol", "scheduler", "forward", "persistence", "real_servers",
                 "arp_tuning", "rp_filter_relax", "vip_interface", "return_path_check")
 RS_KEYS = ("weight", "address", "port")
+
+# The net.* sysctls a node's own namespace has and lets it write. Where this came from: on Linux 6.1
+# (Debian 12's kernel, in `nslab vm`) and 6.18 (the development host), `ip netns add x; ip netns exec x
+# find /proc/sys/net -type f` compared with the host's /proc/sys/net; kept: the keys found inside the
+# namespace on both kernels, minus the read-only ones there. Left out on purpose, because `up` would fail:
+# net.core.rmem_max & co. (global on 6.1, read-only in a namespace on 6.18), net.ipv4.route.gc_*,
+# net.ipv4.tcp_mem, net.ipv{4,6}.neigh.default.* (the host's namespace only), nf_conntrack_max (read-only).
+# net.ipv4.vs.* is there once ip_vs is loaded, as it is for any lab with services.
+_NETNS_SYSCTLS = {
+    "net.core.": "somaxconn txrehash xfrm_acq_expires xfrm_aevent_etime xfrm_aevent_rseqth xfrm_larval_drop",
+    "net.ipv4.": (
+        "fib_multipath_hash_fields fib_multipath_hash_policy fib_multipath_use_neigh fib_notify_on_flag_change "
+        "fwmark_reflect icmp_echo_enable_probe icmp_echo_ignore_all icmp_echo_ignore_broadcasts "
+        "icmp_errors_use_inbound_ifaddr icmp_ignore_bogus_error_responses icmp_msgs_burst icmp_msgs_per_sec "
+        "icmp_ratelimit icmp_ratemask igmp_link_local_mcast_reports igmp_max_memberships igmp_max_msf igmp_qrv "
+        "ip_autobind_reuse ip_default_ttl ip_dynaddr ip_early_demux ip_forward ip_forward_update_priority "
+        "ip_forward_use_pmtu ip_local_port_range ip_local_reserved_ports ip_no_pmtu_disc ip_nonlocal_bind "
+        "ip_unprivileged_port_start ipfrag_high_thresh ipfrag_low_thresh ipfrag_max_dist ipfrag_time "
+        "nexthop_compat_mode ping_group_range raw_l3mdev_accept tcp_abort_on_overflow tcp_adv_win_scale "
+        "tcp_app_win tcp_autocorking tcp_base_mss tcp_challenge_ack_limit tcp_child_ehash_entries "
+        "tcp_comp_sack_delay_ns tcp_comp_sack_nr tcp_comp_sack_slack_ns tcp_congestion_control tcp_dsack "
+        "tcp_early_demux tcp_early_retrans tcp_ecn tcp_ecn_fallback tcp_fack tcp_fastopen "
+        "tcp_fastopen_blackhole_timeout_sec tcp_fastopen_key tcp_fin_timeout tcp_frto tcp_fwmark_accept "
+        "tcp_invalid_ratelimit tcp_keepalive_intvl tcp_keepalive_probes tcp_keepalive_time tcp_l3mdev_accept "
+        "tcp_limit_output_bytes tcp_max_reordering tcp_max_syn_backlog tcp_max_tw_buckets tcp_migrate_req "
+        "tcp_min_rtt_wlen tcp_min_snd_mss tcp_min_tso_segs tcp_moderate_rcvbuf tcp_mtu_probe_floor "
+        "tcp_mtu_probing tcp_no_metrics_save tcp_no_ssthresh_metrics_save tcp_notsent_lowat tcp_orphan_retries "
+        "tcp_pacing_ca_ratio tcp_pacing_ss_ratio tcp_probe_interval tcp_probe_threshold tcp_recovery "
+        "tcp_reflect_tos tcp_reordering tcp_retrans_collapse tcp_retries1 tcp_retries2 tcp_rfc1337 tcp_rmem "
+        "tcp_sack tcp_shrink_window tcp_slow_start_after_idle tcp_stdurg tcp_syn_retries tcp_synack_retries "
+        "tcp_syncookies tcp_thin_linear_timeouts tcp_timestamps tcp_tso_rtt_log tcp_tso_win_divisor tcp_tw_reuse "
+        "tcp_window_scaling tcp_wmem tcp_workaround_signed_windows udp_early_demux udp_l3mdev_accept udp_rmem_min "
+        "udp_wmem_min xfrm4_gc_thresh"
+    ),
+    "net.ipv4.route.": "flush min_adv_mss min_pmtu mtu_expires",
+    "net.ipv6.": (
+        "anycast_src_echo_reply auto_flowlabels bindv6only fib_multipath_hash_fields fib_multipath_hash_policy "
+        "fib_notify_on_flag_change flowlabel_consistency flowlabel_reflect flowlabel_state_ranges fwmark_reflect "
+        "idgen_delay idgen_retries ioam6_id ioam6_id_wide ip6frag_high_thresh ip6frag_low_thresh ip6frag_time "
+        "ip_nonlocal_bind max_dst_opts_length max_dst_opts_number max_hbh_length max_hbh_opts_number "
+        "seg6_flowlabel xfrm6_gc_thresh"
+    ),
+    "net.ipv6.icmp.": "echo_ignore_all echo_ignore_anycast echo_ignore_multicast ratelimit ratemask",
+    "net.ipv6.route.": (
+        "flush gc_elasticity gc_interval gc_min_interval gc_min_interval_ms gc_thresh gc_timeout max_size "
+        "min_adv_mss mtu_expires skip_notify_on_dev_down"
+    ),
+    "net.mptcp.": "add_addr_timeout allow_join_initial_addr_port checksum_enabled enabled pm_type stale_loss_cnt",
+    "net.netfilter.": (
+        "nf_conntrack_acct nf_conntrack_checksum nf_conntrack_events nf_conntrack_frag6_high_thresh "
+        "nf_conntrack_frag6_low_thresh nf_conntrack_frag6_timeout nf_conntrack_generic_timeout "
+        "nf_conntrack_gre_timeout nf_conntrack_gre_timeout_stream nf_conntrack_icmp_timeout "
+        "nf_conntrack_icmpv6_timeout nf_conntrack_log_invalid nf_conntrack_sctp_timeout_closed "
+        "nf_conntrack_sctp_timeout_cookie_echoed nf_conntrack_sctp_timeout_cookie_wait "
+        "nf_conntrack_sctp_timeout_established nf_conntrack_sctp_timeout_heartbeat_sent "
+        "nf_conntrack_sctp_timeout_shutdown_ack_sent nf_conntrack_sctp_timeout_shutdown_recd "
+        "nf_conntrack_sctp_timeout_shutdown_sent nf_conntrack_tcp_be_liberal nf_conntrack_tcp_ignore_invalid_rst "
+        "nf_conntrack_tcp_loose nf_conntrack_tcp_max_retrans nf_conntrack_tcp_timeout_close "
+        "nf_conntrack_tcp_timeout_close_wait nf_conntrack_tcp_timeout_established "
+        "nf_conntrack_tcp_timeout_fin_wait nf_conntrack_tcp_timeout_last_ack nf_conntrack_tcp_timeout_max_retrans "
+        "nf_conntrack_tcp_timeout_syn_recv nf_conntrack_tcp_timeout_syn_sent nf_conntrack_tcp_timeout_time_wait "
+        "nf_conntrack_tcp_timeout_unacknowledged nf_conntrack_timestamp nf_conntrack_udp_timeout "
+        "nf_conntrack_udp_timeout_stream nf_hooks_lwtunnel"
+    ),
+    "net.netfilter.nf_log.": "0 1 10 2 3 4 5 6 7 8 9",
+    "net.unix.": "max_dgram_qlen",
+    "net.ipv4.vs.": (
+        "am_droprate amemthresh backup_only cache_bypass conn_reuse_mode conntrack drop_entry drop_packet "
+        "expire_nodest_conn expire_quiescent_template ignore_tunneled nat_icmp_send pmtu_disc run_estimation "
+        "schedule_icmp secure_tcp sloppy_sctp sloppy_tcp snat_reroute sync_persist_mode sync_ports sync_qlen_max "
+        "sync_refresh_period sync_retries sync_sock_size sync_threshold sync_version"
+    ),
+}
+NETNS_SYSCTLS = frozenset(prefix + leaf for prefix, leaves in _NETNS_SYSCTLS.items() for leaf in leaves.split())
+# Per-interface keys: PREFIX + SCOPE + "." + LEAF, SCOPE being an interface of the node (or all/default for conf).
+_INTERFACE_SYSCTLS = {
+    "net.ipv4.conf.": (
+        "accept_local accept_redirects accept_source_route arp_accept arp_announce arp_evict_nocarrier arp_filter "
+        "arp_ignore arp_notify bc_forwarding bootp_relay disable_policy disable_xfrm drop_gratuitous_arp "
+        "drop_unicast_in_l2_multicast force_igmp_version forwarding igmpv2_unsolicited_report_interval "
+        "igmpv3_unsolicited_report_interval ignore_routes_with_linkdown log_martians medium_id "
+        "promote_secondaries proxy_arp proxy_arp_pvlan route_localnet rp_filter secure_redirects send_redirects "
+        "shared_media src_valid_mark tag"
+    ),
+    "net.ipv6.conf.": (
+        "accept_dad accept_ra accept_ra_defrtr accept_ra_from_local accept_ra_min_hop_limit accept_ra_min_lft "
+        "accept_ra_mtu accept_ra_pinfo accept_ra_rt_info_max_plen accept_ra_rt_info_min_plen accept_ra_rtr_pref "
+        "accept_redirects accept_source_route accept_untracked_na addr_gen_mode autoconf dad_transmits "
+        "disable_ipv6 disable_policy drop_unicast_in_l2_multicast drop_unsolicited_na enhanced_dad "
+        "force_mld_version force_tllao forwarding hop_limit ignore_routes_with_linkdown ioam6_enabled ioam6_id "
+        "ioam6_id_wide keep_addr_on_down max_addresses max_desync_factor mldv1_unsolicited_report_interval "
+        "mldv2_unsolicited_report_interval mtu ndisc_evict_nocarrier ndisc_notify ndisc_tclass optimistic_dad "
+        "proxy_ndp ra_defrtr_metric regen_max_retry router_probe_interval router_solicitation_delay "
+        "router_solicitation_interval router_solicitation_max_interval router_solicitations rpl_seg_enabled "
+        "seg6_enabled seg6_require_hmac stable_secret suppress_frag_ndisc temp_prefered_lft temp_valid_lft "
+        "use_oif_addrs_only use_optimistic use_tempaddr"
+    ),
+    "net.ipv4.neigh.": (
+        "anycast_delay app_solicit base_reachable_time base_reachable_time_ms delay_first_probe_time "
+        "gc_stale_time interval_probe_time_ms locktime mcast_resolicit mcast_solicit proxy_delay proxy_qlen "
+        "retrans_time retrans_time_ms ucast_solicit unres_qlen unres_qlen_bytes"
+    ),
+}
+_INTERFACE_SYSCTLS["net.ipv6.neigh."] = _INTERFACE_SYSCTLS["net.ipv4.neigh."]
+INTERFACE_SYSCTLS = {prefix: frozenset(leaves.split()) for prefix, leaves in _INTERFACE_SYSCTLS.items()}
 
 
 class Builder:
@@ -69,7 +187,10 @@ class Builder:
             return None
 
     def address(self, path, value):
+        # Only text: IPv4Address(True) is 0.0.0.1, an int is an address too, and 4 bytes (!!binary) are one.
         try:
+            if not isinstance(value, str):
+                raise ValueError
             return IPv4Address(value)
         except ValueError:
             self.d.error(path, f"{value!r} is not an IPv4 address", "e.g. 10.0.0.1")
@@ -79,6 +200,8 @@ class Builder:
         if value == "default":
             return IPv4Network("0.0.0.0/0")
         try:
+            if not isinstance(value, str):
+                raise ValueError
             return IPv4Network(value)
         except (ValueError, TypeError):
             self.d.error(path, f"{value!r} is not a network", "use 'default' or a prefix like 10.1.0.0/24 "
@@ -118,12 +241,53 @@ class Builder:
         switches = self.switches(raw.get("switches"))
         nodes_raw = self.mapping(("nodes",), raw.get("nodes"), "node name to node")
         nodes = tuple(n for n in (self.node(("nodes", k), k, v) for k, v in nodes_raw.items()) if n)
+        if "nodes" in raw and not nodes_raw and isinstance(raw["nodes"], (dict, type(None))):
+            self.d.error(("nodes",), "a lab needs at least one node",
+                         "e.g. nodes: {host1: {interfaces: {eth0: {switch: lan, address: 10.0.0.1/24}}}}")
         services_raw = self.mapping(("services",), raw.get("services"), "service name to service")
         services = tuple(s for s in (self.service(("services", k), k, v) for k, v in services_raw.items()) if s)
         expect = self.expectations(raw.get("expect"))
+        if not self.d.problems:  # like the cross-field rules, these assume each field has its own shape
+            self.document(nodes, switches, services)
         return Topology(name=name or "", nodes=nodes, switches=switches, services=services, expect=expect,
                         description=description if isinstance(description, str) else "",
                         source=self.src.filename)
+
+    def document(self, nodes, switches, services):
+        """Whole-document checks for names that would clash in the kernel during `up`."""
+        fabric = {sw: (("switches", i), f"the switch '{sw}'") for i, sw in enumerate(switches)}
+        tun_servers = {rs.node for s in services if s.forward is Forward.TUN for rs in s.real_servers}
+        for node in nodes:
+            npath = ("nodes", node.name)
+            for iface in node.interfaces:
+                if iface.switch:
+                    self._fabric_port(fabric, npath + ("interfaces", iface.name), node.name, iface.name)
+            scopes = {i.name for i in node.interfaces} | {"lo"} | ({"tunl0"} if node.name in tun_servers else set())
+            for key, _ in node.sysctls:
+                prefix, scope, _ = _split_interface_sysctl(key) or (None, None, None)
+                extra = ("all", "default") if prefix and prefix.endswith(".conf.") else ()
+                if prefix and scope not in scopes | set(extra):
+                    self.d.error(npath + ("sysctls", key), f"{node.name} has no interface '{scope}'",
+                                 "one of: " + ", ".join(sorted(scopes) + list(extra)))
+                elif scope and "." in scope:
+                    self.d.error(npath + ("sysctls", key), f"the interface name '{scope}' has a '.', which a sysctl "
+                                 "key can't hold", "rename the interface")
+
+    def _fabric_port(self, fabric, path, node, ifname):
+        """The switch side of each cable is a veth in the lab's fabric namespace, beside the bridges:
+        two names there must never be the same."""
+        port = bridge_port(node, ifname)
+        this = f"the switch port of {node}:{ifname}"
+        if port not in fabric:
+            fabric[port] = (path, this)
+            return
+        other_path, other = fabric[port]
+        if other_path[0] == "switches":
+            self.d.error(other_path, f"a switch can't be named '{port}': it is the name of {this} in the lab's "
+                         f"fabric namespace (ports are named NODE-INTERFACE)", "rename the switch")
+        else:
+            self.d.error(path, f"{this} would be named '{port}' in the lab's fabric namespace, like {other}",
+                         "rename one of the two interfaces")
 
     def expectations(self, raw):
         if raw is None:
@@ -160,7 +324,10 @@ class Builder:
         out = []
         for i, s in enumerate(raw):
             if self.name(("switches", i), s, SWITCH_NAME, MAX_IFNAME, "switch name"):
-                if s in out:
+                if s in RESERVED_DEVICES:
+                    self.d.error(("switches", i), f"a switch can't be named '{s}': its bridge would clash in the "
+                                 f"lab's fabric namespace ({RESERVED_DEVICES[s]})", "rename the switch")
+                elif s in out:
                     self.d.error(("switches", i), f"switch '{s}' is listed twice")
                 out.append(s)
         return tuple(out)
@@ -173,7 +340,7 @@ class Builder:
         raw = self.mapping(path, raw, "node settings")
         self.d.unknown_keys(path, raw, NODE_KEYS)
         ifs_raw = self.mapping(path + ("interfaces",), raw.get("interfaces"), "interface name to settings")
-        interfaces = tuple(i for i in (self.interface(path + ("interfaces", k), k, v)
+        interfaces = tuple(i for i in (self.interface(path + ("interfaces", k), name, k, v)
                                        for k, v in ifs_raw.items()) if i)
         routes = list(self.routes(path + ("routes",), raw.get("routes")))
         if "gateway" in raw:
@@ -190,8 +357,10 @@ class Builder:
                     exec=self.execs(path + ("exec",), raw.get("exec")),
                     app=self.app(path + ("app",), raw.get("app")))
 
-    def interface(self, path, name, raw):
-        self.name(path, name, IFNAME, MAX_IFNAME, "interface name")
+    def interface(self, path, node, name, raw):
+        if self.name(path, name, IFNAME, MAX_IFNAME, "interface name") and name in RESERVED_DEVICES and name != "lo":
+            self.d.error(path, f"an interface can't be named '{name}' ({RESERVED_DEVICES[name]})",
+                         "rename the interface")
         raw = self.mapping(path, raw, "interface settings")
         self.d.unknown_keys(path, raw, IF_KEYS)
         addrs_raw = []
@@ -201,14 +370,18 @@ class Builder:
             addrs_raw += [((key, i) if isinstance(value, list) else (key,), a) for i, a in enumerate(items)]
         addrs = tuple(a for a in (self.address_with_prefix(path + p, v) for p, v in addrs_raw) if a)
         switch = raw.get("switch")
-        if switch is not None and not isinstance(switch, str):
-            self.d.error(path + ("switch",), "must be a switch name")
+        if switch is not None and (not isinstance(switch, str) or not switch):
+            self.d.error(path + ("switch",), "must be a switch name", "e.g. switch: lan")
             switch = None
         peer = None
         if "peer" in raw:
             value = raw["peer"]
             if isinstance(value, str) and value.count(":") == 1 and all(value.split(":")):
                 peer = tuple(value.split(":"))
+                if peer == (node, name):
+                    self.d.error(path + ("peer",), f"'{value}' is this interface itself",
+                                 "a direct link joins two different interfaces: name the other end")
+                    peer = None
             else:
                 self.d.error(path + ("peer",), f"{value!r} is not NODE:INTERFACE", "e.g. peer: router:eth2")
         if switch and peer:
@@ -217,11 +390,22 @@ class Builder:
             self.d.error(path, "'lo' is the loopback interface: it takes addresses only")
         elif name != "lo" and not switch and not peer and "peer" not in raw and "switch" not in raw:
             self.d.error(path, "needs 'switch' or 'peer'", "e.g. switch: lan, or peer: router:eth2")
-        mac = raw.get("mac")
-        if mac is not None and (not isinstance(mac, str) or not MAC.match(mac.lower())):
-            self.d.error(path + ("mac",), f"{mac!r} is not a MAC address", "e.g. 02:00:00:00:00:01")
-            mac = None
-        return Interface(name=name, addresses=addrs, switch=switch, peer=peer, mac=mac.lower() if mac else None)
+        mac = self.mac(path + ("mac",), raw["mac"]) if "mac" in raw else None
+        return Interface(name=name, addresses=addrs, switch=switch, peer=peer, mac=mac)
+
+    def mac(self, path, value):
+        if not isinstance(value, str) or not MAC.match(value.lower()):
+            self.d.error(path, f"{value!r} is not a MAC address", "e.g. 02:00:00:00:00:01")
+            return None
+        mac = value.lower()
+        # The kernel refuses both for an interface's own address (EADDRNOTAVAIL): the low bit of the
+        # first octet marks a group (multicast/broadcast) address, and all-zero is no address at all.
+        if int(mac[:2], 16) & 1 or mac == "00:00:00:00:00:00":
+            what = "all zeros" if mac == "00:00:00:00:00:00" else "a multicast address (first octet is odd)"
+            self.d.error(path, f"{value!r} is {what}, not an interface's own address",
+                         "use a locally administered unicast address, e.g. 02:00:00:00:00:01")
+            return None
+        return mac
 
     def routes(self, path, raw):
         if raw is None:
@@ -255,8 +439,14 @@ class Builder:
             if not isinstance(k, str) or not SYSCTL_KEY.match(k) or ".." in k:
                 self.d.error(path + (k,), f"{k!r} is not a network sysctl",
                              "only net.* keys live in a node's namespace, e.g. net.ipv4.conf.all.rp_filter")
-            elif isinstance(v, (bool, dict, list)) or v is None:
-                self.d.error(path + (k,), f"{v!r} is not a sysctl value", "use a number or text")
+            elif not _netns_sysctl(k):
+                close = _sysctl_hint(k)
+                self.d.error(path + (k,), f"'{k}' is not a sysctl a node can set: it is unknown, global to "
+                             "the host (like net.core.rmem_max) or read-only in a namespace",
+                             f"did you mean '{close}'?" if close else "a node can set e.g. net.ipv4.ip_forward, "
+                             "net.ipv4.conf.IFACE.rp_filter, net.ipv4.tcp_keepalive_time")
+            elif isinstance(v, bool) or not isinstance(v, (int, str)) or not str(v).strip() or not str(v).isprintable():
+                self.d.error(path + (k,), f"{v!r} is not a sysctl value", "use a whole number or one line of text")
             else:
                 out.append((k, str(v)))
         return tuple(out)
@@ -319,6 +509,9 @@ class Builder:
                 self.d.error(path, f"missing required key '{key}'")
         vip, port = self.vip(path + ("vip",), raw.get("vip"))
         director = raw.get("director")
+        vip_interface = raw.get("vip_interface")
+        if vip_interface is not None and (not isinstance(vip_interface, str) or not vip_interface):
+            self.d.error(path + ("vip_interface",), "must be an interface name of the director", "e.g. eth0")
         protocol = self.choice(path + ("protocol",), raw.get("protocol", "tcp"), PROTOCOLS, "protocol")
         scheduler = self.choice(path + ("scheduler",), raw.get("scheduler", "rr"), SCHEDULERS, "IPVS scheduler")
         forward = self.choice(path + ("forward",), raw.get("forward", "nat"), [f.value for f in Forward],
@@ -341,7 +534,7 @@ class Builder:
             return None
         return Service(name=name, director=director, vip=vip, port=port, protocol=protocol, scheduler=scheduler,
                        forward=Forward(forward), persistence=persistence, real_servers=tuple(real_servers),
-                       vip_interface=raw.get("vip_interface"),
+                       vip_interface=vip_interface or None,
                        **{k: v for k, v in flags.items() if v is not None})
 
     def vip(self, path, raw):
@@ -350,7 +543,7 @@ class Builder:
         text = str(raw)
         host, sep, port = text.rpartition(":")
         try:
-            if not sep:
+            if not isinstance(raw, str) or not sep or not (port.isascii() and port.isdigit()):
                 raise ValueError
             vip, port = IPv4Address(host), int(port)
             if not 1 <= port <= 65535:
@@ -359,6 +552,29 @@ class Builder:
         except ValueError:
             self.d.error(path, f"{text!r} is not IP:PORT", "e.g. vip: 10.0.0.100:80")
             return None, None
+
+
+def _split_interface_sysctl(key: str):
+    """(prefix, scope, leaf) of a per-interface key such as net.ipv4.conf.eth0.rp_filter, else None."""
+    prefix = next((p for p in INTERFACE_SYSCTLS if key.startswith(p)), None)
+    scope, _, leaf = key[len(prefix):].rpartition(".") if prefix else ("", "", "")
+    return (prefix, scope, leaf) if scope else None
+
+
+def _netns_sysctl(key: str) -> bool:
+    parts = _split_interface_sysctl(key)
+    return key in NETNS_SYSCTLS or bool(parts and parts[2] in INTERFACE_SYSCTLS[parts[0]])
+
+
+def _sysctl_hint(key: str) -> str | None:
+    """The per-interface key a typo most likely meant. None for other keys: there the nearest allowed
+    key is as often a wrong hint (net.ipv4.tcp_mem, which is global, is one letter from tcp_wmem)."""
+    parts = _split_interface_sysctl(key)
+    if parts:
+        prefix, scope, leaf = parts
+        close = difflib.get_close_matches(leaf, INTERFACE_SYSCTLS[prefix], n=1)
+        return f"{prefix}{scope}.{close[0]}" if close else None
+    return None
 
 
 def build(source) -> tuple[Topology, Diagnostics]:

@@ -17,8 +17,9 @@ class Diagnostics:
         self.source = source
         self.problems: list[tuple[int, str]] = []
 
-    def error(self, path: tuple, message: str, fix: str = "") -> None:
-        line = self.source.line(tuple(path))
+    def error(self, path: tuple, message: str, fix: str = "", line: int | None = None) -> None:
+        """Report a problem at a YAML path; line overrides the path's own line (e.g. a repeated key)."""
+        line = line or self.source.line(tuple(path))
         where = f"{self.source.filename}:{line}" if line else self.source.filename
         text = f"{where}: {dotted(path)}: {message}" if path else f"{where}: {message}"
         if fix:

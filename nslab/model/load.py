@@ -1,8 +1,14 @@
-"""YAML text -> plain Python data plus the line of every YAML path, loaded safely."""
+"""YAML text -> plain Python data plus the line of every YAML path, loaded safely and within bounds."""
 
 import yaml
 
 from ..errors import TopologyError
+from .diag import Diagnostics
+
+MAX_BYTES = 1 << 20  # a topology is a few kilobytes; this keeps /dev/zero or a stray log from eating memory
+MAX_DEPTH = 32  # the deepest real path (nodes.X.exec[0][0]) is 5 levels; this stays far below Python's recursion limit
+PLAIN_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
+_COLLECTION_ALIAS = "!nslab/collection-alias"  # stands in for a refused alias until the walk reports it
 
 
 class Source:
@@ -22,55 +28,160 @@ class Source:
         return None
 
 
-PLAIN_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
+class _Loader(yaml.SafeLoader):
+    """The safe loader, bounded.
+
+    Aliases may stand for plain values only, never for a mapping or a list: a topology has no use
+    for them, and refusing them is what keeps a few lines from expanding into billions of nodes
+    (billion laughs) or into a loop (an alias inside its own anchor). A refused alias becomes a
+    placeholder that the walk reports at its YAML path. Nesting deeper than MAX_DEPTH stops here,
+    before the recursive composer reaches Python's recursion limit.
+    """
+
+    def __init__(self, text):
+        super().__init__(text)
+        self.depth = 0
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            target = self.anchors.get(event.anchor)
+            if target is not None and not isinstance(target, yaml.ScalarNode):
+                self.get_event()
+                return yaml.ScalarNode(_COLLECTION_ALIAS, event.anchor, event.start_mark, event.end_mark)
+            return super().compose_node(parent, index)
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                raise yaml.composer.ComposerError(None, None, f"nested more than {MAX_DEPTH} levels deep",
+                                                  self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
 
 
-def _walk(loader, node, path, lines):
-    lines[path] = node.start_mark.line + 1
-    if not isinstance(node, yaml.ScalarNode) and node.tag not in PLAIN_TAGS:
-        # Scalars go through the safe constructor, which refuses unknown tags; do the same here.
-        raise yaml.constructor.ConstructorError(None, None, f"tag {node.tag} is not allowed", node.start_mark)
-    if isinstance(node, yaml.MappingNode):
-        out = {}
+class _Walk:
+    """Builds plain data from the composed nodes, recording each path's line and each structural problem."""
+
+    def __init__(self, loader):
+        self.loader = loader
+        self.lines: dict = {}
+        self.problems: list = []  # (path, line, message, fix)
+        self.refused: set = set()  # anchors whose collection aliases were reported
+
+    def problem(self, path, node, message, fix=""):
+        self.problems.append((path, node.start_mark.line + 1, message, fix))
+
+    def value(self, node, path):
+        self.lines[path] = node.start_mark.line + 1
+        if node.tag == _COLLECTION_ALIAS:
+            if node.value not in self.refused:  # once per anchor: a chain of them would bury everything else
+                self.refused.add(node.value)
+                self.problem(path, node, f"*{node.value} is an alias to a mapping or list",
+                             "nslab takes aliases to plain values only, so that a small file can't expand into "
+                             "a huge one: write the settings out")
+            return None
+        if isinstance(node, yaml.ScalarNode):
+            return self.scalar(node, path)
+        if node.tag not in PLAIN_TAGS:
+            self.problem(path, node, f"tag {node.tag} is not allowed", "remove the tag")
+            return None
+        if isinstance(node, yaml.SequenceNode):
+            return [self.value(item, path + (i,)) for i, item in enumerate(node.value)]
+        return self.mapping(node, path)
+
+    def mapping(self, node, path):
+        out, first_line = {}, {}
         for knode, vnode in node.value:
-            key = loader.construct_object(knode, deep=True)
-            if isinstance(key, (list, dict)):
-                key = str(key)
-            out[key] = _walk(loader, vnode, path + (key,), lines)
-            lines[path + (key,)] = knode.start_mark.line + 1
+            line = knode.start_mark.line + 1
+            if not isinstance(knode, yaml.ScalarNode) or knode.tag == _COLLECTION_ALIAS:
+                self.problem(path, knode, "a key must be plain text, not a mapping or list",
+                             "write the key as a name")
+                continue
+            if knode.tag == "tag:yaml.org,2002:merge":
+                self.problem(path, knode, "merge keys ('<<') are not supported", "write the settings out")
+                continue
+            before = len(self.problems)
+            key = self.scalar(knode, path)
+            if len(self.problems) > before:
+                continue
+            if key in out:
+                self.problem(path + (key,), knode, f"'{key}' is given twice (first on line {first_line[key]})",
+                             "keep one: YAML would silently take the last")
+                continue
+            first_line[key] = line
+            out[key] = self.value(vnode, path + (key,))
+            self.lines[path + (key,)] = line
         return out
-    if isinstance(node, yaml.SequenceNode):
-        return [_walk(loader, item, path + (i,), lines) for i, item in enumerate(node.value)]
-    return loader.construct_object(node, deep=True)
+
+    def scalar(self, node, path):
+        try:
+            return self.loader.construct_object(node, deep=True)
+        except yaml.constructor.ConstructorError as e:
+            self.problem(path, node, e.problem or f"tag {node.tag} is not allowed", "remove the tag")
+        except Exception:  # noqa: BLE001 - PyYAML's scalar constructors leak ValueError, KeyError, … on bad text
+            kind = node.tag.rpartition(":")[2]
+            self.problem(path, node, f"{_short(node.value)} is not a valid {kind}", "quote it to make it text")
+        return None
+
+
+def _short(text: str, limit: int = 60) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "…")
 
 
 def parse(text: str, filename: str = "<string>") -> Source:
-    """Parse YAML with the safe loader, keeping line numbers.
+    """Parse YAML with a bounded safe loader, keeping line numbers.
 
-    Raises TopologyError for syntax errors and for a document that isn't a mapping.
+    Raises TopologyError for syntax errors, for structural problems (duplicate keys, complex keys,
+    aliases to collections, unknown tags) and for a document that isn't a mapping.
     """
-    loader = yaml.SafeLoader(text)
+    if len(text) > MAX_BYTES:
+        raise TopologyError([f"{filename}: larger than {MAX_BYTES // 1024} KiB: not a topology file"])
     try:
-        root = loader.get_single_node()
-        lines: dict = {}
-        data = _walk(loader, root, (), lines) if root is not None else None
+        loader = _Loader(text)
+        try:
+            root = loader.get_single_node()
+            walk = _Walk(loader)
+            data = walk.value(root, ()) if root is not None else None
+        finally:
+            loader.dispose()
+    except yaml.reader.ReaderError as e:
+        # The reader knows only a character offset; name the line and the character instead.
+        line = text.count("\n", 0, e.position) + 1 if isinstance(e.position, int) else None
+        where = f"{filename}:{line}" if line else filename
+        char = f"U+{e.character:04X}" if isinstance(e.character, int) else repr(e.character)
+        raise TopologyError([f"{where}: not valid YAML: character {char} is not allowed ({e.reason})"]) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{filename}:{mark.line + 1}" if mark else filename
         problem = getattr(e, "problem", None) or str(e)
         raise TopologyError([f"{where}: not valid YAML: {problem}"]) from None
-    finally:
-        loader.dispose()
+    except RecursionError:  # MAX_DEPTH should stop this first; never let it escape as a traceback
+        raise TopologyError([f"{filename}: not valid YAML: nested too deeply"]) from None
+    source = Source(filename, data, walk.lines, text)
+    if walk.problems:
+        d = Diagnostics(source)
+        for path, line, message, fix in walk.problems:
+            d.error(path, message, fix, line=line)
+        d.stop_if_any()
     if not isinstance(data, dict):
         raise TopologyError([f"{filename}: a topology is a YAML mapping with at least 'name' and 'nodes'"])
-    return Source(filename, data, lines, text)
+    return source
 
 
 def read(filename: str) -> Source:
-    """Read and parse a topology file. Raises TopologyError if it can't be read."""
+    """Read and parse a topology file. Raises TopologyError if it can't be read or isn't UTF-8 text."""
     try:
-        with open(filename, encoding="utf-8") as f:
-            text = f.read()
+        with open(filename, "rb") as f:
+            raw = f.read(MAX_BYTES + 1)
     except OSError as e:
         raise TopologyError([f"{filename}: cannot read the topology file: {e.strerror}"]) from None
+    if len(raw) > MAX_BYTES:
+        raise TopologyError([f"{filename}: larger than {MAX_BYTES // 1024} KiB: not a topology file"])
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise TopologyError([f"{filename}:{line}: not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start})"
+                             " (save the file as UTF-8)"]) from None
     return parse(text, filename)
