@@ -8,7 +8,7 @@ read the same facts the planner uses.
 """
 
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 from . import names
 from .schema import Forward, Node, Topology
@@ -320,3 +320,49 @@ def _vip_interface(svc, director, shared_pairs):
         for ia, _ in pairs:
             return ia.name
     return director.interfaces[0].name if director.interfaces else None
+
+
+@dataclass(frozen=True)
+class RouteFact:
+    """One entry of a node's routing table as the lab declares it: a connected network or a route."""
+
+    node: str
+    to: IPv4Network
+    via: IPv4Address | None  # None: on-link (a connected network, or a `dev:` route)
+    iface: str | None  # the interface it leaves by; None when no interface can reach `via`
+    origin: tuple  # the YAML path that makes it (nodes.X.interfaces.eth0.address, nodes.X.gateway, ...)
+    connected: bool = False
+
+
+def routes_of(lab: ResolvedLab, node: str) -> tuple[RouteFact, ...]:
+    """node's IPv4 routing table as declared: a connected network per address (lo left out), then its
+    routes (`gateway:` is the default route), each with the interface it leaves by."""
+    if not lab.topology.has_node(node):
+        return ()
+    n = lab.topology.node(node)
+    out = []
+    for i in n.interfaces:
+        if i.name == "lo":
+            continue
+        for k, a in enumerate(i.addresses):
+            key = ("address",) if len(i.addresses) == 1 else ("addresses", k)
+            out.append(RouteFact(node, a.network, None, i.name, ("nodes", node, "interfaces", i.name) + key, True))
+    for r in n.routes:
+        iface = r.dev or next((i.name for i in n.interfaces for a in i.addresses
+                               if i.name != "lo" and r.via in a.network), None)
+        out.append(RouteFact(node, r.to, r.via, iface, tuple(r.origin) or ("nodes", node, "routes")))
+    return tuple(out)
+
+
+def forwards(lab: ResolvedLab, node: str) -> bool:
+    """Whether node routes packets between its interfaces (net.ipv4.ip_forward): set by hand in sysctls,
+    else `forward:`, else derived (an LVS NAT director forwards)."""
+    if not lab.topology.has_node(node):
+        return False
+    n = lab.topology.node(node)
+    by_hand = dict(n.sysctls).get("net.ipv4.ip_forward")
+    if by_hand is not None:
+        return by_hand.strip() != "0"
+    if n.forward is not None:
+        return n.forward
+    return any(s.director == node and s.method is Forward.NAT for s in lab.services)
