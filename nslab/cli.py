@@ -264,6 +264,10 @@ def cmd_validate(args):
     topo = api.load_topology(args.file)
     print(f"{args.file}: ok (lab '{topo.name}', {len(topo.nodes)} nodes, {len(topo.switches)} switches, "
           f"{len(topo.services)} services)")
+    from . import model  # what the declared routes say will break: warnings, not errors
+    from .model import reach
+    for text in reach.warnings(model.resolve(topo)):
+        print(f"warning: {text}")
     return 0
 
 
