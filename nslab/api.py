@@ -317,6 +317,26 @@ def exec(lab: str, node: str, argv) -> None:  # noqa: A001 - `nslab exec`, as ip
     os.execvp(argv[0], argv)
 
 
+def why(lab: str, source: str, target: str | None = None):
+    """Send a probe from node `source` to a target (a service, a node's app, or IP:PORT; default: the first
+    service) under sniffers on every link, and say where it stopped, why (with the kernel's evidence: the
+    route, the sysctl, the counter that moved) and the fix in the lab's YAML terms. `lab` is a running lab's
+    name, or a file (brought up, and down again after, if it isn't up). Returns a verify.why.Why (.ok,
+    .finding, lines(), as_dict()); raises UsageError."""
+    from .verify import run
+    from .verify import why as explain
+    require_root()
+    name, brought = _up_for_a_while(lab)
+    try:
+        rlab = resolved(name)
+        if not rlab.topology.has_node(source):
+            raise UsageError(f"lab '{name}' has no node '{source}'")
+        return explain.why(rlab, source, run.pick_target(rlab, target))
+    finally:
+        if brought:
+            down(name)
+
+
 class Lab:
     """A lab as a context manager: built on enter, removed on exit (even on error).
 
@@ -351,6 +371,9 @@ class Lab:
 
     def load(self, **kwargs):
         return load(self.name, **kwargs)
+
+    def why(self, source: str, target: str | None = None):
+        return why(self.name, source, target)
 
     def capture(self, links=None):
         """A context manager sniffing every link (or the named segments/taps) around a block of traffic;

@@ -32,6 +32,14 @@ def cmd_trace(args):
     return 0
 
 
+def cmd_why(args):
+    report = api.why(args.lab, args.source, args.target)
+    print(json.dumps(report.as_dict(), indent=2) if args.json else str(report))
+    if not report.ok:
+        raise CheckFailed(report.finding.headline)
+    return 0
+
+
 def cmd_graph(args):
     arg = args.lab
     topo = api.load_topology(arg) if arg.endswith((".yaml", ".yml")) or os.path.sep in arg else api.topology_of(arg)
@@ -57,6 +65,12 @@ def add_commands(cmd):
     sp.add_argument("--json", action="store_true", help="machine-readable output")
     sp.add_argument("--pcap", metavar="DIR", help="also write one pcap per link into DIR")
     sp.add_argument("--svg", metavar="FILE", help="also draw the walk as a ladder diagram")
+    sp = cmd("why", cmd_why, "send a probe and say where it stops, the kernel's reason (route, sysctl, counter) "
+             "and the fix in the lab's YAML; exit 0 when it is answered")
+    sp.add_argument("lab", help="lab name, or a topology file (brought up and down again if it isn't up)")
+    sp.add_argument("source", metavar="FROM", help="node to send from")
+    sp.add_argument("target", metavar="TARGET", help="service name, IP:PORT, or node name")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
     sp = cmd("graph", cmd_graph, "draw the topology: nodes, switches, addresses, services")
     sp.add_argument("lab", help="lab name or topology file")
     sp.add_argument("--svg", metavar="FILE", help="SVG file to write")

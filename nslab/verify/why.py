@@ -1,0 +1,562 @@
+"""`nslab why`: send a probe under the lab-wide sniffers, find the first place it stopped, read the kernel
+state of the nodes there (the route it used, the sysctl, the counter that moved), and name the cause and
+the fix in the lab's YAML terms. Every cause comes from evidence, never from which file the lab came from.
+"""
+
+import time
+from dataclasses import dataclass, field
+from ipaddress import ip_address, ip_network
+
+from ..kernel import inspect, observe
+from ..kernel.session import Session
+from ..model import reach
+from ..model.diag import dotted
+from ..model.resolve import ResolvedLab, routes_of
+from ..model.schema import Forward
+from . import run, walk as walking
+from .concepts import nodes_along
+from .frames import parse_ip
+from .walk import innermost, transmissions
+
+CAUSES = {
+    "no-route": "no route", "ip-forward": "forwarding off (net.ipv4.ip_forward=0)", "arp": "ARP unanswered",
+    "netmask": "netmask: ARP for an address that is not on the segment", "rp-filter": "rp_filter dropped it",
+    "route-back": "no route back", "reply-path": "the reply left by another path",
+    "nothing-listening": "nothing listening on the port", "no-snat": "private source left without SNAT",
+    "ipvs-no-service": "IPVS has no such service", "ipvs-no-real-server": "IPVS has no real server",
+    "ipvs-zero-weight": "IPVS: every real server has weight 0",
+    "dr-arp": "DR: a real server answered ARP for the VIP", "dr-no-vip": "DR: the real server lacks the VIP",
+    "nat-bypass": "NAT: the real server's reply bypassed the director",
+    "tun-no-tunl0": "TUN: no tunl0 up on the real server",
+    "tun-rp-filter": "TUN: rp_filter dropped the decapsulated packet", "unknown": "not found",
+}
+COUNTERS = {  # what a counter moving during the probe means
+    "TcpExt.IPReversePathFilter": "dropped by the reverse-path filter (rp_filter)",
+    "Ip.InAddrErrors": "packets for another address dropped: forwarding is off",
+    "Ip.InNoRoutes": "packets it had no route for", "Ip.OutNoRoutes": "packets it could not send: no route",
+    "Icmp.OutDestUnreachs": "ICMP destination unreachable sent",
+    "Tcp.OutRsts": "TCP resets sent", "Udp.NoPorts": "UDP datagrams to a port nobody listens on",
+    "Ip.InUnknownProtos": "packets of a protocol nobody takes (IP-in-IP without tunl0)",
+}
+ROUTED = {"no-route", "ip-forward", "arp", "rp-filter", "route-back", "reply-path", "no-snat"}
+
+
+@dataclass
+class Finding:
+    """The first thing that went wrong: where, why in words a user would search for, the kernel's
+    evidence, and the fix as a YAML path and value."""
+
+    cause: str  # a key of CAUSES
+    node: str
+    text: str
+    fix: str  # "nodes.r1.forward: true", or an instruction that starts with the YAML path
+    iface: str | None = None
+    evidence: list = field(default_factory=list)
+
+    @property
+    def fix_path(self) -> str:
+        return self.fix.split(":", 1)[0].split(" ", 1)[0]
+
+    @property
+    def label(self) -> str:
+        return CAUSES[self.cause]
+
+    @property
+    def headline(self) -> str:
+        return f"{self.label} at {self.node}" + (f" {self.iface}" if self.iface else "") + f"; fix: {self.fix}"
+
+
+@dataclass
+class Why:
+    """The answer to `nslab why`: the path when the probe was answered, else where and why it stopped."""
+
+    lab: str
+    source: str
+    target: str
+    kind: str
+    sent: int
+    answered: int
+    request: list
+    reply: list
+    hops: list = field(default_factory=list, repr=False)
+    last_seen: dict | None = None
+    finding: Finding | None = None
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.finding is None
+
+    def lines(self) -> list[str]:
+        state = "answered" if self.ok else "NOT answered" if not self.answered else "answered, but"
+        out = [f"why {self.lab}: {self.source} -> {self.target} ({self.kind}): {state} "
+               f"({self.answered} of {self.sent}, {self.seconds:.1f} s)"]
+        out.append("  request: " + (" -> ".join(self.request) or f"never left {self.source}"))
+        out.append("  reply:   " + (" -> ".join(self.reply) or "none"))
+        if self.ok:
+            return out
+        f, seen = self.finding, self.last_seen
+        if seen:
+            out.append(f"  last seen: {seen['node']}" + (f" {seen['iface']}" if seen.get("iface") else "")
+                       + (f", hop {seen['hop']} on {seen['link']}: {seen['packet']}" if seen.get("hop") else ""))
+        out.append(f"  cause: {CAUSES[f.cause]} at {f.node}" + (f" {f.iface}" if f.iface else "") + f": {f.text}")
+        out.append("  evidence:")
+        out += [f"    {line}" for line in f.evidence]
+        out.append(f"  fix: {f.fix}")
+        return out
+
+    def as_dict(self) -> dict:
+        f = self.finding
+        return {"lab": self.lab, "from": self.source, "target": self.target, "kind": self.kind, "ok": self.ok,
+                "sent": self.sent, "answered": self.answered, "request": self.request, "reply": self.reply,
+                "hops": self.hops, "last_seen": self.last_seen, "seconds": round(self.seconds, 2),
+                "cause": None if f is None else {"key": f.cause, "label": CAUSES[f.cause], "node": f.node,
+                                                 "iface": f.iface, "text": f.text},
+                "evidence": f.evidence if f else [], "fix": None if f is None else {"path": f.fix_path, "text": f.fix}}
+
+    def __str__(self):
+        return "\n".join(self.lines())
+
+
+class Kernel:
+    """Read-only looks into the lab's nodes, each also an evidence line; counters before and after."""
+
+    def __init__(self, rlab: ResolvedLab, session):
+        self.rlab, self.s, self.before, self.after = rlab, session, {}, {}
+
+    def ns(self, node):
+        return self.rlab.ns(node)
+
+    def snapshot(self, into: dict):
+        for n in self.rlab.topology.nodes:
+            into[n.name] = inspect.counters(self.ns(n.name))
+
+    def moved(self, node, key) -> int:
+        return self.after.get(node, {}).get(key, 0) - self.before.get(node, {}).get(key, 0)
+
+    def counter_line(self, node, key) -> str:
+        group = "netstat" if key.startswith("TcpExt") else "snmp"
+        return f"counter {key} +{self.moved(node, key)} in {node} (/proc/net/{group}: {COUNTERS[key]})"
+
+    def moved_lines(self, node, keys=COUNTERS) -> list[str]:
+        return [self.counter_line(node, k) for k in keys if self.moved(node, k) > 0]
+
+    def route(self, node, dst, src=None, iif=None) -> dict:
+        return inspect.route_get(self.s, self.ns(node), dst, src, iif)
+
+    @staticmethod
+    def route_line(node, r) -> str:
+        return f"{r['command']} in {node}: " + (r["text"] if r["ok"] else f"{r['error']} (errno {r['errno']})")
+
+    def sysctls(self, node, keys) -> dict:
+        return inspect.sysctls(self.ns(node), keys)
+
+    def interfaces(self, node) -> list:
+        return observe.interfaces(self.s, self.ns(node))
+
+    def neighbour_lines(self, node, ip) -> list[str]:
+        return [f"ip neigh in {node}: {n['ip']} dev {n['dev']} {n['state']}"
+                for n in inspect.neighbours(self.s, self.ns(node)) if n["ip"] == str(ip)]
+
+
+@dataclass
+class Probe:
+    """One failing (or the first) connection and everything the diagnosis reads."""
+
+    rlab: ResolvedLab
+    net: object
+    k: Kernel
+    frames: list
+    client: str
+    target: object
+    w: object
+
+    @property
+    def svc(self):
+        return self.target.service
+
+
+def why(rlab: ResolvedLab, client: str, target, timeout: float = 2.0) -> Why:
+    """Probe target from client (a service: two requests per real server, so each is tried) and explain."""
+    started = time.monotonic()
+    svc = target.service
+    count = max(2, 2 * len(svc.real_servers)) if svc else 1
+    with Session() as s:
+        k = Kernel(rlab, s)
+        k.snapshot(k.before)
+        frames, traffic, _ = run.capture_traffic(rlab, client, target, count=count, timeout=timeout)
+        k.snapshot(k.after)
+        net = walking.Net(rlab, run.macs(rlab))
+        proto = "udp" if target.kind == "udp" else "tcp"
+        walks = [walking.walk(frames, net, client, proto=proto, sport=p)
+                 for p in (traffic.get("client_ports") or [None])]
+        answered = traffic.get("ok", 0)
+        # the client's own count decides; the walks say which connection to explain
+        bad = next((w for w in walks if not _answered(w, client, target)), walks[0]) if answered < count else None
+        shown = bad or walks[0]
+        p = Probe(rlab, net, k, frames, client, target, shown)
+        finding = None
+        if bad:
+            finding = diagnose(p) or Finding("unknown", client, "the request failed: " + _errors(traffic),
+                                             "see the evidence", evidence=_hop_lines(shown))
+        elif svc and svc.method is not Forward.NAT:
+            finding = _vip_arp(p)
+        if finding and finding.cause in ROUTED and shown.request and target.kind != "udp":
+            finding.evidence += _ttl_lines(p)
+    return Why(rlab.name, client, str(target), target.kind, count, answered, nodes_along(shown.request),
+               nodes_along(shown.reply), [h.row() for h in shown.hops], _last_seen(p) if finding else None,
+               finding, time.monotonic() - started)
+
+
+def _errors(traffic) -> str:
+    errs = traffic.get("errors") or {}
+    return ", ".join(f"{k} x{v}" for k, v in errs.items()) or traffic.get("error") or "no answer"
+
+
+def _answered(w, client, target) -> bool:
+    if not w.request or not w.reply or w.reply[-1].receiver != client:
+        return False
+    got = innermost(w.reply[-1].ip)
+    return got.src == target.ip and got.sport == target.port
+
+
+def _hop_lines(w) -> list[str]:
+    return [f"hop {h.n} {h.link}: {h.sender} -> {h.receiver} {h.frame.summary()}" for h in w.packets]
+
+
+def _iface_of(rlab, node, frame) -> str | None:
+    """The interface of node on the link a frame was seen on."""
+    seg = rlab.segment(frame.segment) if frame.segment else None
+    end = seg.end(node) if seg else None
+    return end.iface if end else (frame.link.split(":")[-1] if not frame.l2 else None)
+
+
+def _last_seen(p: Probe) -> dict:
+    w = p.w
+    if not w.request:
+        return {"node": p.client, "iface": None, "hop": None, "link": None, "packet": "never sent"}
+    h = (w.reply or w.request)[-1]
+    return {"node": h.receiver, "iface": _iface_of(p.rlab, h.receiver, h.frame), "hop": h.n,
+            "link": h.frame.segment or h.link, "packet": h.frame.summary()}
+
+
+def diagnose(p: Probe) -> Finding | None:
+    """The first thing that went wrong with p.w, from the captures and the kernel's state."""
+    w, svc = p.w, p.svc
+    if not w.request:
+        return _stopped(p, p.client, None, p.target.ip, None, "request")
+    last = w.request[-1]
+    got = innermost(last.ip)
+    here = last.receiver
+    if not (p.net.owns(here, got.dst) or p.net.owns(here, last.ip.dst)):
+        return _stopped(p, here, _iface_of(p.rlab, here, last.frame), got.dst, got.src, "request")
+    if svc and here == svc.director and got.dst == str(svc.vip):
+        return _ipvs(p, svc, last)
+    rs = svc.real_server(here) if svc else None
+    return ((_real_server(p, svc, here, last) if rs else None) or _at_server(p, here, last))
+
+
+def _stopped(p: Probe, node, iface, dst, src, direction) -> Finding:
+    """A packet for someone else stopped at node (the sender itself when iface is None)."""
+    k, evidence = p.k, []
+    if k.moved(node, "TcpExt.IPReversePathFilter") > 0:
+        return _rp_filter(p, node, iface, src)
+    if iface is not None and k.sysctls(node, ["net.ipv4.ip_forward"])["net.ipv4.ip_forward"] == "0":
+        by_hand = "net.ipv4.ip_forward" in dict(p.rlab.topology.node(node).sysctls)
+        fix = f"nodes.{node}.sysctls.net.ipv4.ip_forward: 1" if by_hand else f"nodes.{node}.forward: true"
+        prev = _previous(p, node)
+        return Finding("ip-forward", node, f"{node} received the packet for {dst} on {iface} but does not "
+                       f"forward packets (net.ipv4.ip_forward=0): it is {prev}'s next hop, not a router", fix, iface,
+                       [f"sysctl net.ipv4.ip_forward = 0 in {node}",
+                        k.route_line(node, k.route(node, dst, src, iface))] + k.moved_lines(node))
+    route = k.route(node, dst)
+    evidence.append(k.route_line(node, route))
+    if not route["ok"]:
+        back = direction == "reply"
+        cause = "route-back" if back else "no-route"
+        who = "the sender " if node == p.client else ""
+        text = (f"{who}{node} has no route to {dst}" + (f" for the reply to {p.client}" if back else "")
+                + f": the kernel answers {route['error']}")
+        return Finding(cause, node, text, reach.route_fix(p.rlab, node, dst), iface,
+                       evidence + [f"ip route in {node}: " + "; ".join(inspect.routes(k.s, k.ns(node)))]
+                       + _icmp_from(p, node) + k.moved_lines(node))
+    nh = route["via"] or str(dst)
+    lost = walking.unanswered_arps(p.frames, node)
+    if nh in lost:
+        return _arp(p, node, route, nh, dst, lost[nh])
+    return Finding("unknown", node, f"{node} had a route for {dst} ({route['text']}) but sent nothing on",
+                   "see the evidence", iface, evidence + k.moved_lines(node) + _hop_lines(p.w))
+
+
+def _previous(p: Probe, node) -> str:
+    return next((h.sender for h in p.w.request + p.w.reply if h.receiver == node), p.client)
+
+
+def _icmp_from(p: Probe, node) -> list[str]:
+    """The ICMP destination-unreachable messages node sent, once each."""
+    from .probe import UNREACHABLE  # a constant: scapy is not imported for it
+    lines = [f"{f.segment or f.link}: {node} sent {f.summary()} ({UNREACHABLE.get(f.ip.icmp[1], 'unreachable')})"
+             for f in transmissions(p.frames) if f.sender == node and f.ip and f.ip.icmp and f.ip.icmp[0] == 3]
+    return list(dict.fromkeys(lines))[:2]
+
+
+def _arp(p: Probe, node, route, nh, dst, times) -> Finding:
+    rlab, dev = p.rlab, route["dev"]
+    seg = rlab.segment_of(node, dev)
+    where = seg.name if seg else dev
+    evidence = [p.k.route_line(node, route), f"{node} asked ARP who-has {nh} on {where} {times} time(s); "
+                "nobody answered"] + p.k.neighbour_lines(node, nh)
+    if route["via"] is None:  # the sender thought dst was on its own segment
+        conn = next((r for r in routes_of(rlab, node) if r.connected and r.iface == dev
+                     and ip_address(str(dst)) in r.to), None)
+        holder = next(iter(rlab.holders(dst)), None)
+        if conn and holder:
+            mine = next(a for i in rlab.topology.node(node).interfaces if i.name == dev for a in i.addresses
+                        if ip_address(str(dst)) in a.network)
+            return Finding("netmask", node, f"{node}'s address {mine} on {dev} (netmask /{mine.network.prefixlen}) "
+                           f"puts {dst} inside its own network {mine.network}, so it asks ARP for it on {where} "
+                           f"instead of sending to its gateway; but {dst} is {holder}'s, on another segment",
+                           f"{dotted(conn.origin)}: {mine.ip}/{_prefix(rlab, node, dev, mine, dst)}", dev, evidence)
+        return Finding("arp", node, f"nothing in the lab has {dst}: {node} asks ARP for it on {where} and nobody "
+                       "answers", "send to an address the lab has", dev, evidence)
+    static = reach.lookup(rlab, node, dst)
+    origin = dotted(static.origin) if static and static.via and str(static.via) == nh else f"nodes.{node}.routes"
+    hops = [h for h in reach.next_hops(rlab, node, dst) if h[0] == dev] or reach.next_hops(rlab, node, dst)
+    fix = f"{origin}: {hops[0][2]} ({hops[0][1]}, which reaches {dst})" if hops else \
+        f"{origin}: an address on {where} that a router has"
+    return Finding("arp", node, f"{node} sends to {dst} through its next hop {nh}, but nobody on {where} has "
+                   f"{nh}: its ARP who-has goes unanswered, so the packet never leaves", fix, dev, evidence)
+
+
+def _prefix(rlab, node, dev, mine, dst) -> int:
+    """The netmask that keeps node's neighbours on the segment and puts dst off it: the neighbours' own,
+    else the widest one that leaves dst out."""
+    dst = ip_address(str(dst))
+    seg = rlab.segment_of(node, dev)
+    for e in seg.ends if seg else ():
+        for a in e.addresses:
+            if e.node != node and mine.ip in a.network and dst not in a.network:
+                return a.network.prefixlen
+    return next(n for n in range(mine.network.prefixlen + 1, 33)
+                if dst not in ip_network(f"{mine.ip}/{n}", strict=False))
+
+
+def _rp_filter(p: Probe, node, iface, src) -> Finding:
+    k, rlab = p.k, p.rlab
+    svc = p.svc
+    values = k.sysctls(node, [f"net.ipv4.conf.{s}.rp_filter" for s in ("all", iface or "all")])
+    back = k.route(node, src) if src else None
+    tun = bool(svc and svc.method is Forward.TUN and svc.real_server(node))
+    set_by_hand = [key for key, v in rlab.topology.node(node).sysctls if key.endswith(".rp_filter") and v != "0"]
+    if tun and not svc.rp_filter_relax:
+        fix = f"services.{svc.name}.rp_filter_relax: true"
+    elif set_by_hand:
+        fix = (f"nodes.{node}.sysctls.{set_by_hand[0]}: remove it" + (" and " + ", ".join(set_by_hand[1:]) if
+               set_by_hand[1:] else "") + " (nslab sets 0; 2, loose, also works)")
+    else:
+        fix = f"nodes.{node}.sysctls: {{net.ipv4.conf.all.rp_filter: 0, net.ipv4.conf.{iface}.rp_filter: 0}}"
+    out = back["dev"] if back and back["ok"] else None
+    text = (f"{node} dropped the packet from {src} that arrived on {iface}: strict reverse-path filtering "
+            f"(rp_filter=1) accepts a packet only on the interface its route back leaves by, and {node}'s route "
+            f"back to {src} leaves by {out or 'no interface'}")
+    if tun:
+        text = f"the decapsulated packet (client -> VIP) appears on tunl0; " + text
+    return Finding("tun-rp-filter" if tun else "rp-filter", node, text, fix, iface,
+                   [k.counter_line(node, "TcpExt.IPReversePathFilter")]
+                   + [f"sysctl {key} = {v} in {node}" for key, v in values.items()]
+                   + ([k.route_line(node, back)] if back else []))
+
+
+def _ipvs(p: Probe, svc, last) -> Finding:
+    """The director holds the VIP but sent the request nowhere: what its IPVS table says."""
+    from ..kernel import ipvs
+    d = svc.director
+    table = [t for t in ipvs.read_services(p.k.s, p.k.ns(d)) if t["vip"] == str(svc.vip) and t["port"] == svc.port]
+    lines = [f"IPVS in {d} (ipvsadm -Ln): " + (f"{t['protocol'].upper()} {t['vip']}:{t['port']} {t['scheduler']}: "
+             + (", ".join(f"-> {r['address']}:{r['port']} {r['method']} weight {r['weight']}"
+                          for r in t["real_servers"]) or "no real servers")
+             if t else f"no service {svc.vip}:{svc.port}") for t in table or [None]] + _icmp_from(p, d)
+    if not table:
+        return Finding("ipvs-no-service", d, f"{d} holds the VIP {svc.vip} but IPVS has no service "
+                       f"{svc.vip}:{svc.port}, so nothing forwards the request", f"services.{svc.name}: "
+                       f"bring the lab up again (nslab up) to program it", None, lines)
+    rss = table[0]["real_servers"]
+    by_addr = {str(r.address): r.node for r in svc.real_servers}
+    if not rss:
+        return Finding("ipvs-no-real-server", d, f"IPVS on {d} has service {svc.vip}:{svc.port} with no real "
+                       "server: it answers ICMP port unreachable for every connection",
+                       f"services.{svc.name}.real_servers: bring the lab up again (nslab up) to add them back"
+                       + (f"; and drop what removes them (nodes.{d}.exec)" if p.rlab.topology.node(d).exec else ""),
+                       None, lines)
+    if all(r["weight"] == 0 for r in rss):
+        rs = by_addr.get(rss[0]["address"], rss[0]["address"])
+        return Finding("ipvs-zero-weight", d, f"every real server of {svc.name} has weight 0 in IPVS on {d}, so "
+                       "the scheduler picks none and the director answers ICMP port unreachable",
+                       f"services.{svc.name}.real_servers.{rs}.weight: 1", None, lines)
+    return Finding("unknown", d, f"{d} got the request for {svc.vip} and IPVS has real servers, but it sent "
+                   "nothing on", "see the evidence", None, lines + p.k.moved_lines(d) + _hop_lines(p.w))
+
+
+def _real_server(p: Probe, svc, rs, last) -> Finding | None:
+    """DR: the real server must hold the VIP; TUN: tunl0 up holding it."""
+    if svc.method is Forward.NAT:
+        return None
+    ifs = {i["name"]: i for i in p.k.interfaces(rs)}
+    vip = str(svc.vip)
+    exec_fix = f"nodes.{rs}.exec: remove what undoes it" if p.rlab.topology.node(rs).exec else \
+        "bring the lab up again (nslab up)"
+    if svc.method is Forward.DR and not any(a.split("/")[0] == vip for i in ifs.values() for a in i["addresses"]):
+        return Finding("dr-no-vip", rs, f"{rs} got the request for the VIP {vip} (the director changed only the "
+                       f"MAC), but {rs} does not hold the VIP on lo, so the packet is not for it and is dropped",
+                       f"{exec_fix} (nslab puts {vip}/32 on {rs}'s lo for DR)", _iface_of(p.rlab, rs, last.frame),
+                       [f"ip addr in {rs}: lo " + ", ".join(ifs.get("lo", {}).get("addresses", []))]
+                       + p.k.moved_lines(rs))
+    tunl = ifs.get("tunl0")
+    if svc.method is Forward.TUN and (not tunl or not tunl["up"] or not any(a.startswith(vip + "/")
+                                                                              for a in tunl["addresses"])):
+        state = "missing" if not tunl else ("DOWN" if not tunl["up"] else "up without the VIP")
+        return Finding("tun-no-tunl0", rs, f"{rs} got the IP-in-IP packet from the director, but its tunl0 is "
+                       f"{state}: nothing unwraps it (the kernel answers ICMP unreachable)",
+                       f"{exec_fix} (nslab brings tunl0 up with {vip}/32 for TUN)", "tunl0",
+                       [f"ip link in {rs}: tunl0 {state}" + (f" {tunl['addresses']}" if tunl else "")]
+                       + _icmp_from(p, rs) + p.k.moved_lines(rs))
+    return None
+
+
+def _refusal(p: Probe, server, last):
+    """A RST or ICMP port unreachable the server sent for this request, or None."""
+    got = innermost(last.ip)
+    for f in transmissions(p.frames):
+        if f.sender != server or not f.ip or f.time < last.frame.time:
+            continue
+        ip = innermost(f.ip)
+        if ip.proto == "tcp" and "R" in ip.flags and (ip.src, ip.sport, ip.dport) == (got.dst, got.dport, got.sport):
+            return f
+        quoted = parse_ip(ip.payload) if ip.icmp and ip.icmp[:2] == (3, 3) else None
+        if quoted and quoted.dst == got.dst and quoted.src == got.src:
+            return f
+    return None
+
+
+def _at_server(p: Probe, server, last) -> Finding:
+    """The request reached the node that holds its destination: did it answer, and did the answer arrive?"""
+    k, w, got = p.k, p.w, innermost(last.ip)
+    iface = _iface_of(p.rlab, server, last.frame)
+    if k.moved(server, "TcpExt.IPReversePathFilter") > 0:
+        return _rp_filter(p, server, "tunl0" if last.ip.inner else iface, got.src)
+    refused = _refusal(p, server, last)
+    if refused:
+        return _nothing_listening(p, server, got, refused)
+    if not w.reply:
+        return _no_reply(p, server, last, got)
+    end = w.reply[-1]
+    if end.receiver != p.client:
+        came_from, went_to = last.sender, w.reply[0].receiver
+        stop = _stopped(p, end.receiver, _iface_of(p.rlab, end.receiver, end.frame), end.ip.dst, end.ip.src, "reply")
+        if went_to != came_from and stop.cause in ("route-back", "ip-forward", "arp", "rp-filter"):
+            out_if = _iface_of(p.rlab, server, w.reply[0].frame)
+            return Finding("reply-path", server, f"{server}'s reply to {end.ip.dst} left by {out_if} to {went_to} "
+                           f"(its route), not back to {came_from} where the request came from on {iface}; on that "
+                           f"path {CAUSES[stop.cause]} at {stop.node}: {stop.text}",
+                           reach.route_fix(p.rlab, server, end.ip.dst, prefer=came_from), out_if,
+                           [k.route_line(server, k.route(server, end.ip.dst))] + stop.evidence)
+        return stop
+    svc, first = p.svc, w.reply[0]
+    if svc and svc.method is Forward.NAT and svc.real_server(server) and svc.director not in nodes_along(w.reply):
+        rs = svc.real_server(server)
+        fix = f"nodes.{server}.gateway: {rs.director_addresses[0]}" if rs.director_addresses else \
+            f"nodes.{server}.routes: send replies through {svc.director}"
+        return Finding("nat-bypass", server, f"{server}'s reply left through {first.receiver}, not through the "
+                       f"director {svc.director}: nobody rewrote its source {innermost(end.ip).src} back to the VIP "
+                       f"{svc.vip}, so {p.client} drops an answer it never asked for", fix,
+                       _iface_of(p.rlab, server, first.frame),
+                       [k.route_line(server, k.route(server, innermost(end.ip).dst))] + _hop_lines(w))
+    return Finding("unknown", server, f"the reply reached {p.client} from {innermost(end.ip).src}:"
+                   f"{innermost(end.ip).sport}, not from {p.target}", "see the evidence", None, _hop_lines(w))
+
+
+def _nothing_listening(p: Probe, server, got, refused) -> Finding:
+    listening = inspect.listening(p.k.ns(server))
+    proto = "udp" if got.proto == "udp" else "tcp"
+    ports = sorted({port for pr, _, port in listening if pr == proto})
+    app, svc = p.rlab.app(server), p.svc
+    kind = app.kind if app else ("echo" if proto == "udp" else "http")
+    if svc and svc.real_server(server) and app and app.port != got.dport:
+        fix = f"services.{svc.name}.real_servers.{server}.port: {app.port} (where its {app.kind} app listens)"
+    elif app and app.port != got.dport:
+        fix = (f"nodes.{server}.app: {{type: {kind}, port: {got.dport}}} (or send to port {app.port}, where it "
+               "listens)")
+    else:
+        fix = f"nodes.{server}.app: {kind}" if got.dport == 80 else f"nodes.{server}.app: {{type: {kind}, port: " \
+              f"{got.dport}}}"
+    return Finding("nothing-listening", server, f"{server} got the request for {proto} port {got.dport}, but "
+                   f"nothing listens there, so its kernel refused the {'connection' if proto == 'tcp' else 'datagram'}"
+                   f" ({'RST' if refused.ip.proto == 'tcp' else 'ICMP port unreachable'})", fix, None,
+                   [f"{refused.segment or refused.link}: {server} sent {refused.summary()}",
+                    f"listening {proto} ports in {server} (ss -l): " + (", ".join(map(str, ports)) or "none")])
+
+
+def _no_reply(p: Probe, server, last, got) -> Finding:
+    k = p.k
+    route = k.route(server, got.src)
+    if not route["ok"] and reach.private(got.src) and not reach.private(got.dst):
+        hops = [(h.sender, _iface_of(p.rlab, h.sender, h.frame)) for h in p.w.request]
+        point = reach.snat_point(p.rlab, hops)
+        if point:
+            router, out = point
+            leaving = next(h for h in p.w.request if h.sender == router)
+            return Finding("no-snat", router, f"the private source {got.src} left {router} by {out} unchanged (no "
+                           f"SNAT), and {server} has no route back to it", reach.snat_fix(p.rlab, router, out, got.src),
+                           out, [f"{leaving.frame.segment}: {router} sent {leaving.frame.summary()} (source still private)",
+                                 k.route_line(server, route)] + k.moved_lines(server, ["Ip.OutNoRoutes"]))
+    return _stopped(p, server, None, got.src, got.dst, "reply")
+
+
+def _vip_arp(p: Probe) -> Finding | None:
+    """DR/TUN: a real server that answers ARP for the VIP takes requests past the director."""
+    svc = p.svc
+    vip = str(svc.vip)
+    liars = [f for f in transmissions(p.frames) if f.arp and f.arp["op"] == 2 and f.arp["psrc"] == vip
+             and f.sender != svc.director and svc.real_server(f.sender)]
+    if not liars:
+        return None
+    rs = liars[0].sender
+    evidence = [f"{f.segment}: {f.sender} sent {f.summary()}" for f in liars[:3]]
+    asker = next((f for f in transmissions(p.frames) if f.arp and f.arp["op"] == 1 and f.arp["pdst"] == vip), None)
+    if asker:
+        evidence.append(_arp_probe(p, asker, vip))
+    keys = ["net.ipv4.conf.all.arp_ignore", "net.ipv4.conf.all.arp_announce"]
+    evidence += [f"sysctl {key} = {v} in {rs}" for key, v in p.k.sysctls(rs, keys).items()]
+    fix = f"services.{svc.name}.arp_tuning: true" if not svc.arp_tuning else \
+        f"nodes.{rs}.sysctls: remove the arp_ignore/arp_announce overrides (nslab sets 1 and 2)"
+    return Finding("dr-arp", rs, f"{rs} answered ARP for the VIP {vip}: the router may cache {rs}'s MAC and send "
+                   f"clients straight to it, past the director {svc.director} and its scheduler (arp_ignore=1, "
+                   "arp_announce=2 keep a real server quiet)", fix, _iface_of(p.rlab, rs, liars[0]), evidence)
+
+
+def _arp_probe(p: Probe, asker, vip) -> str:
+    from . import probe
+    node = asker.sender
+    iface = _iface_of(p.rlab, node, asker)
+    answers = probe.arp_who_has(p.k.ns(node), iface, asker.arp["psrc"], vip)
+    who = ", ".join(f"{p.net.node_of_mac(mac)} ({mac})" for _, mac in answers) or "nobody"
+    return f"ARP who-has {vip} sent from {node} {iface} (scapy): answered by {who}"
+
+
+def _ttl_lines(p: Probe) -> list[str]:
+    """TTL-limited SYNs from the client: how far a packet gets, router by router."""
+    from . import probe
+    first = p.w.request[0]
+    src, ttl = innermost(first.ip).src, min(8, len(p.w.request) + 1)
+    try:
+        answers = probe.ttl_syns(p.k.ns(p.client), src, p.target.ip, p.target.port, ttl)
+    except OSError as e:
+        return [f"TTL-limited SYNs from {p.client}: not sent ({e.strerror})"]
+
+    def who(ip):
+        holders = p.rlab.holders(ip)
+        return f"{ip} ({holders[0]})" if holders else ip
+    reached = [a for a in answers if a.kind == "time exceeded"]
+    tail = f"; the farthest router it reached: {who(reached[-1].source)}" if reached else ""
+    return [f"TTL-limited SYNs from {p.client} to {p.target} (scapy, source ports {answers[0].sport}-"
+            f"{answers[-1].sport}): " + "; ".join(a.describe(who) for a in answers) + tail]
