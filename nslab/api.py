@@ -247,30 +247,64 @@ def trace(lab: str, source: str, target: str | None = None):
     return Trace(lab, source, str(tgt), tgt.kind, traffic, w, net, frames)
 
 
-def load(lab: str, source: str | None = None, target: str | None = None, count: int = 1000,
-         concurrency: int = 50, timeout: float = 3.0):
-    """Send `count` requests from a node (default: the lab's client) to a target (default: the first
-    service) and report rate, latency, each real server's share and what crossed the director, from
-    the IPVS counters after the kernel's next fold. Returns a verify.report.LoadReport; raises UsageError."""
+def load(lab: str, source: str | None = None, target: str | None = None, count: int | None = 1000,
+         concurrency: int = 50, timeout: float = 3.0, duration: float | None = None, threads: int = 2,
+         keepalive: bool = False, progress=None):
+    """Send `count` requests, or send for `duration` seconds, from a node (default: the lab's client) to
+    a target (default: the first service), and report rate, latency, errors by kind, each real server's
+    share and what crossed the director, from the IPVS counters after the kernel's next fold.
+
+    HTTP targets get wrk (verify/wrk.py) inside the node: `concurrency` connections over `threads`
+    threads, a new connection per request (IPVS schedules connections) unless keepalive=True;
+    progress(answered, elapsed_s) is called while it runs. Other targets (TCP/UDP echo) get the Python
+    generator, by count only. Returns a verify.report.LoadReport; raises UsageError, EnvironmentMissing."""
     from .kernel.session import Session
     from .verify import concepts, run
     from .verify.report import LoadReport
     require_root()
-    if count < 1 or concurrency < 1:
-        raise UsageError("the count and the concurrency must be at least 1")
+    if duration is not None:
+        count = None
+    if (count is not None and count < 1) or concurrency < 1 or threads < 1:
+        raise UsageError("the count, the concurrency and the threads must be at least 1")
+    if duration is not None and not duration > 0:
+        raise UsageError("the duration must be positive")
     topo = topology_of(lab)
     rlab = model.resolve(topo)
     client = source or run.pick_client(rlab)
     if not topo.has_node(client):
         raise UsageError(f"lab '{lab}' has no node '{client}'")
     tgt = run.pick_target(rlab, target)
+    if tgt.kind != "http" and (duration is not None or keepalive):
+        raise UsageError(f"target {tgt} is {tgt.kind}: a duration and keep-alive need an HTTP target (wrk)")
     svc = tgt.service
     declared = next((s for s in topo.services if svc and s.name == svc.name), None)
     with Session() as s:
         before = _service_status(s, topo, declared, False, settle=False) if svc else None
-    traffic = run.send(rlab, client, tgt, count, concurrency, timeout)
-    traffic.setdefault("sent", count)
-    report = LoadReport(lab, client, str(tgt), concurrency, traffic)
+    unused = None
+    if tgt.kind == "http":
+        from .verify import wrk
+        stop_hook = None
+        if svc and not keepalive:
+            director, vip = rlab.ns(svc.director), f"{svc.vip}:{svc.port}"
+            unused = {}
+
+            def stop_hook():
+                # Every answer is in and wrk still holds the connections it opened for its next requests:
+                # they are the client's only sockets to the VIP not closed yet (a local fact, so no race
+                # with FINs in flight). The director's table says which real server each was given to.
+                idle = _open_sockets_to(rlab.ns(client), str(svc.vip), svc.port)
+                for c in _ipvs_connections(director, vip):
+                    if c["client"] in idle:
+                        rip = c["real_server"].rpartition(":")[0]
+                        unused[rip] = unused.get(rip, 0) + 1
+        traffic = wrk.run(rlab.ns(client), tgt.ip, tgt.port, count=count, duration=duration,
+                          connections=concurrency, threads=threads, keepalive=keepalive, timeout=timeout,
+                          progress=progress, before_stop=stop_hook)
+    else:
+        traffic = run.send(rlab, client, tgt, count, concurrency, timeout)
+        traffic.setdefault("sent", count)
+        traffic["engine"] = "python"
+    report = LoadReport(lab, client, str(tgt), traffic.get("connections", concurrency), traffic)
     if svc:
         with Session() as s:
             after = _service_status(s, topo, declared, False, settle=True)
@@ -281,10 +315,37 @@ def load(lab: str, source: str | None = None, target: str | None = None, count: 
             delta = {k: v - old.get(rs["address"], {}).get(k, 0) for k, v in rs["stats"].items()}
             rows.append({"node": rs["node"], "address": rs["address"], "weight": rs["weight"],
                          "answered": traffic.get("by_server", {}).get(rs["node"], 0),
-                         "expected": expected.get(rs["node"]), **delta})
+                         "expected": expected.get(rs["node"]), **delta,
+                         "unused": None if unused is None else unused.get(rs["address"], 0)})
         report.service = {"name": svc.name, "forward": svc.method.value, "scheduler": after.get("scheduler"),
                           "real_servers": rows}
     return report
+
+
+def _ipvs_connections(director_ns: str, vip: str) -> list:
+    from .kernel import ipvs
+    return [c for c in ipvs.read_connections(director_ns) if c["vip"] == vip]
+
+
+def _open_sockets_to(ns: str, ip: str, port: int) -> set:
+    """{'ip:port'} of the TCP sockets in ns connected or connecting to ip:port (/proc/net/tcp states
+    ESTABLISHED and SYN_SENT)."""
+    import socket
+    from .kernel import netns
+    with netns.entered(ns):
+        with open("/proc/thread-self/net/tcp") as f:
+            lines = f.read().splitlines()[1:]
+
+    def addr(text):
+        hexip, hexport = text.split(":")
+        return socket.inet_ntoa(int(hexip, 16).to_bytes(4, "little")), int(hexport, 16)
+    out = set()
+    for line in lines:
+        p = line.split()
+        if len(p) > 3 and p[3] in ("01", "02") and addr(p[2]) == (ip, port):
+            local = addr(p[1])
+            out.add(f"{local[0]}:{local[1]}")
+    return out
 
 
 def node_namespace(lab: str, node: str) -> str:

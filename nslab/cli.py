@@ -92,13 +92,21 @@ def build_parser():
     sp.add_argument("--json", action="store_true", help="machine-readable output")
     sp.add_argument("--connections", action="store_true", help="also the IPVS connection table")
 
-    sp = cmd("load", cmd_load, "send many requests and report rate, latency, each real server's share and "
-             "what crossed the director (IPVS counters)")
+    sp = cmd("load", cmd_load, "send many requests and report rate, latency, errors, each real server's share "
+             "and what crossed the director (IPVS counters); HTTP load runs wrk inside the node")
     sp.add_argument("lab", help="lab name")
     sp.add_argument("--from", dest="source", metavar="NODE", help="node to send from (default: client)")
     sp.add_argument("--target", help="service name, IP:PORT or node (default: the first service)")
-    sp.add_argument("-n", "--count", type=int, default=1000, help="requests (default 1000)")
-    sp.add_argument("-c", "--concurrency", type=int, default=50, help="at most this many at once (default 50)")
+    how_long = sp.add_mutually_exclusive_group()
+    how_long.add_argument("-n", "--count", type=int, default=1000, help="requests (default 1000)")
+    how_long.add_argument("-d", "--duration", type=float, metavar="SECONDS", help="send for this long instead")
+    sp.add_argument("-c", "--concurrency", type=int, default=50,
+                    help="connections open at once (default 50)")
+    sp.add_argument("-t", "--threads", type=int, default=2, help="wrk threads (default 2)")
+    sp.add_argument("--keepalive", action="store_true",
+                    help="keep connections open for many requests (default: a new connection per request, "
+                    "because IPVS schedules connections)")
+    sp.add_argument("--timeout", type=float, default=3.0, help="seconds a request may take (default 3)")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
 
     sp = cmd("plan", cmd_plan, "print the lab as the ip/sysctl/nft/ipvsadm commands that build it (no root)")
@@ -239,7 +247,20 @@ def _print_service(svc):
 
 
 def cmd_load(args):
-    report = api.load(args.lab, args.source, args.target, args.count, args.concurrency)
+    progress = None
+    if sys.stderr.isatty():
+        goal = f"/{args.count}" if args.duration is None else ""
+
+        def progress(answered, elapsed):
+            left = f", {max(0.0, args.duration - elapsed):.0f} s left" if args.duration else ""
+            sys.stderr.write(f"\r\033[K{answered}{goal} answered, {elapsed:.1f} s{left}")
+            sys.stderr.flush()
+    try:
+        report = api.load(args.lab, args.source, args.target, args.count, args.concurrency, timeout=args.timeout,
+                          duration=args.duration, threads=args.threads, keepalive=args.keepalive, progress=progress)
+    finally:
+        if progress:
+            sys.stderr.write("\r\033[K")
     print(json.dumps(report.as_dict(), indent=1) if args.json else str(report))
     return 0 if report.ok else 1
 

@@ -103,8 +103,9 @@ class Trace:
 
 @dataclass
 class LoadReport:
-    """Many requests from one node: rate, latency, errors, and for a service each real server's share and
-    what crossed the director, from the IPVS counters after the kernel's fold."""
+    """Many requests from one node: rate, latency, errors by kind, and for a service each real server's
+    share and what crossed the director, from the IPVS counters after the kernel's fold. `traffic` is
+    the load generator's result: wrk's (verify/wrk.py) for HTTP, the Python generator's otherwise."""
 
     lab: str
     source: str
@@ -116,38 +117,61 @@ class LoadReport:
     @property
     def ok(self) -> bool:
         t = self.traffic
-        return t.get("ok") == t.get("sent") and not t.get("error")
+        return bool(t.get("ok")) and t.get("ok") == t.get("sent") and not t.get("error") and not t.get("failed")
+
+    def _how(self) -> str:
+        t = self.traffic
+        if t.get("engine") != "wrk":
+            return f"{self.concurrency} at once"
+        mode = "kept-alive connections" if t.get("mode") == "keepalive" else "a new connection per request"
+        return f"wrk, {mode}, {t.get('connections')} connections on {t.get('threads')} threads"
 
     def lines(self) -> list[str]:
         t = self.traffic
         lat = t.get("latency_ms") or {}
-        out = [f"load {self.lab}: {t.get('sent', 0)} requests {self.source} -> {self.target}, "
-               f"{self.concurrency} at once: {t.get('ok', 0)} answered, {t.get('failed', 0)} failed"
-               + (f" ({', '.join(f'{k} {v}' for k, v in t['errors'].items())})" if t.get("errors") else "")
+        what = (f"{t['duration_s']:g} s of requests" if t.get("duration_s") else f"{t.get('sent', 0)} requests")
+        errors = {k: v for k, v in (t.get("errors") or {}).items() if v}
+        out = [f"load {self.lab}: {what} {self.source} -> {self.target} ({self._how()}): "
+               f"{t.get('ok', 0)} answered, {t.get('failed', 0)} failed"
+               + (f" ({', '.join(f'{k} {v}' for k, v in errors.items())})" if errors else "")
                + (f" — {t.get('error')}" if t.get("error") else "")]
         if t.get("ok"):
-            out.append(f"  {t['rate_per_s']:.0f} requests/s; latency ms p50 {lat.get('p50')}, p99 {lat.get('p99')}, "
-                       f"max {lat.get('max')}")
+            pcts = ", ".join(f"{k} {lat[k]}" for k in ("p50", "p90", "p99", "max") if lat.get(k) is not None)
+            out.append(f"  {t['rate_per_s']:.0f} requests/s over {t.get('elapsed_s', 0):.2f} s; latency ms {pcts}")
+        if t.get("engine") == "wrk":
+            out.append("  errors by kind: " + ", ".join(f"{k} {v}" for k, v in (t.get("errors") or {}).items()))
         svc = self.service
         if svc:
+            rows_in = svc["real_servers"]
+            unused = any(rs.get("unused") is not None for rs in rows_in)
             out.append(f"  service {svc['name']} ({svc['forward'].upper()}, {svc['scheduler']}), as the director "
                        "counted it (after the kernel's 2 s counter fold):")
-            rows = [("node", "weight", "answered", "expected", "conns", "in pkts", "out pkts", "in bytes",
-                     "out bytes")]
-            for rs in svc["real_servers"]:
+            rows = [("node", "weight", "answered", "expected", "conns") + (("unused",) if unused else ())
+                    + ("in pkts", "out pkts", "in bytes", "out bytes")]
+            for rs in rows_in:
                 exp = "-" if rs["expected"] is None else f"{rs['expected']:.0f}"
-                rows.append((rs["node"], rs["weight"], rs["answered"], exp, rs["conns"], rs["inpkts"],
-                             rs["outpkts"], rs["inbytes"], rs["outbytes"]))
+                rows.append((rs["node"], rs["weight"], rs["answered"], exp, rs["conns"])
+                            + ((rs.get("unused"),) if unused else ())
+                            + (rs["inpkts"], rs["outpkts"], rs["inbytes"], rs["outbytes"]))
             out += table(rows, indent="    ", left=1)
-            bytes_in = sum(rs["inbytes"] for rs in svc["real_servers"])
-            bytes_out = sum(rs["outbytes"] for rs in svc["real_servers"])
-            out.append(f"  the director carried {bytes_in} bytes of requests and {bytes_out} bytes of replies"
+            if unused and sum(rs["unused"] or 0 for rs in rows_in):
+                out.append("  unused: connections wrk had opened for its next requests when it stopped (no request "
+                           "went on them); conns - unused = answered")
+            if t.get("mode") == "keepalive":
+                out.append("  kept-alive: IPVS balanced the connections, not the requests")
+            pkts_in = sum(rs["inpkts"] for rs in rows_in)
+            pkts_out = sum(rs["outpkts"] for rs in rows_in)
+            bytes_in = sum(rs["inbytes"] for rs in rows_in)
+            bytes_out = sum(rs["outbytes"] for rs in rows_in)
+            per = f", {(pkts_in + pkts_out) / t['ok']:.1f} packets per request" if t.get("ok") else ""
+            out.append(f"  the director carried {pkts_in} packets ({bytes_in} bytes) in and {pkts_out} packets "
+                       f"({bytes_out} bytes) out{per}"
                        + (": NAT replies come back through it" if svc["forward"] == "nat"
                           else ": replies bypass it, which is why DR/TUN scale"))
         return out
 
     def as_dict(self) -> dict:
-        out = {"lab": self.lab, "from": self.source, "target": self.target, "traffic": self.traffic}
+        out = {"lab": self.lab, "from": self.source, "target": self.target, "traffic": self.traffic, "ok": self.ok}
         if self.service:
             out["service"] = self.service
         return out
