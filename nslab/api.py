@@ -264,6 +264,8 @@ def load(lab: str, source: str | None = None, target: str | None = None, count: 
     require_root()
     if duration is not None:
         count = None
+    elif count is None:
+        raise UsageError("give a request count or a duration")
     if (count is not None and count < 1) or concurrency < 1 or threads < 1:
         raise UsageError("the count, the concurrency and the threads must be at least 1")
     if duration is not None and not duration > 0:

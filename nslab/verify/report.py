@@ -157,6 +157,11 @@ class LoadReport:
             if unused and sum(rs["unused"] or 0 for rs in rows_in):
                 out.append("  unused: connections wrk had opened for its next requests when it stopped (no request "
                            "went on them); conns - unused = answered")
+                short = sum(rs["answered"] - (rs["conns"] - rs["unused"]) for rs in rows_in)
+                if short > 0:
+                    out.append(f"  {short} answered request(s) reused an entry the director still held: a client port "
+                               "used again while its last connection was in FIN_WAIT is not scheduled anew "
+                               "(net.ipv4.vs.conn_reuse_mode)")
             if t.get("mode") == "keepalive":
                 out.append("  kept-alive: IPVS balanced the connections, not the requests")
             pkts_in = sum(rs["inpkts"] for rs in rows_in)

@@ -6,15 +6,18 @@
 -- seconds. Either way a thread that is done sends no more requests (a connection that would
 -- carry one gets an empty request: nothing is written, so the server sees no request), waits for
 -- the answers still in flight, stops its event loop and writes "nslab-done ID" to stderr; the
--- launcher then ends wrk with SIGINT (its main thread sleeps until CEILING otherwise). Only
--- requests that were answered are counted: COUNT is exact, and no request is left unanswered.
+-- launcher then ends wrk with SIGINT (its main thread sleeps until CEILING otherwise). So exactly
+-- COUNT requests are sent, and none is abandoned in flight; a thread whose request was lost to an
+-- error ends once all its connections are idle. Without keep-alive each of the C connections ends
+-- as a fresh one that carried nothing (wrk reconnects as soon as an answer says "Connection: close"),
+-- and a director counts those C too.
 -- PROGRESS=1: "nslab-progress ID ANSWERED" on stderr about 4 times a second per thread.
 --
 -- The answers are counted per server: the X-Served-By header, else the body's first line (the
 -- built-in http app answers with its node's name). done() prints one JSON line on stdout:
--- {"nslab_wrk": 1, "requests", "answered", "ok" (status < 400), "in_time" (ok ones answered within SECONDS),
--- "by_server", "errors": {connect, read, write, status,
--- timeout}, "latency_ms": {p50, p90, p99, max}, "duration_s", "bytes"}.
+-- {"nslab_wrk": 1, "requests", "answered", "ok" (status < 400), "in_time" (ok within SECONDS),
+-- "by_server", "errors": {connect, read, write, status, timeout}, "latency_ms": {p50, p90, p99, max},
+-- "duration_s", "bytes"}.
 
 local ffi_ok, ffi = pcall(require, "ffi")
 local clock
