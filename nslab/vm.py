@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import fcntl
+import glob
+import hashlib
 import json
 import os
 import re
@@ -18,12 +20,28 @@ from pathlib import Path
 from nslab.errors import EnvironmentMissing, NslabError, UsageError
 
 DEFAULT_MEMORY = "1G"
-# Loaded before the user's command: IPVS itself (its schedulers are then
-# autoloaded by the kernel when a service names one) and IP-in-IP for TUN labs.
-GUEST_MODULES = ("ip_vs", "ipip")
+# Nothing is preloaded in the guest: IPVS loads itself on the first generic
+# netlink request for its family (as on any host with ip_vs as a module), its
+# schedulers when a service names one, and nslab loads ipip for TUN labs.
+#
+# What udev would load at boot for QEMU's emulated chipset, disk controller,
+# watchdog, input devices and the CPU features TCG emulates, none of which a lab
+# uses. Under TCG loading them is most of udev's settling (kvm alone ~3 s), so
+# the guest kernel gets modprobe.blacklist=...: kmod then skips them when
+# resolving an alias (what udev asks for); an explicit `modprobe NAME` still works,
+# and the crypto API falls back to the generic implementations.
+GUEST_BLACKLIST = (
+    "kvm", "kvm_intel", "kvm_amd",  # no nested virtualisation under TCG
+    "aesni_intel", "ghash_clmulni_intel", "sha1_ssse3", "sha256_ssse3", "sha512_ssse3",
+    "crc32_pclmul", "crc32c_intel", "crct10dif_pclmul",  # CPU-feature crypto
+    "ahci", "i2c_i801", "lpc_ich", "iTCO_wdt", "i6300esb", "qemu_fw_cfg",  # q35 chipset, watchdog, firmware
+    "pcspkr", "psmouse", "serio_raw", "evdev", "button",  # input devices, PC speaker, ACPI buttons
+)
 QEMU = "qemu-system-x86_64"
 KVM_ENV = "NSLAB_VM_KVM"
 KVM_CACHE = Path("/run/nslab-vm-kvm.json")  # beside, not in, /run/nslab: that holds only labs
+# Uncompressed copies of guest kernels (see boot_image), one per kernel version, ~70 MB each.
+IMAGE_CACHE = Path("/var/cache/nslab")
 
 # vng pastes every option except --exec into a host shell string unquoted
 # (virtme_ng/run.py: `check_call(cmd, shell=True)`), so paths and sizes we hand
@@ -180,6 +198,110 @@ def _write_cache(cache: dict) -> None:
         pass
 
 
+def boot_image(kernel: Path | str, cache_dir: Path | str | None = None) -> Path:
+    """What QEMU should boot for kernel under TCG: its uncompressed ELF vmlinux when that can be had, else kernel.
+
+    A distribution bzImage decompresses itself in the guest (Debian's: 8 MB of
+    xz to 66 MB), which under TCG takes seconds before the kernel's first line
+    (3 s on an idle 2-core machine, 15 s and more on a loaded one). The ELF
+    inside it has a PVH entry point (CONFIG_PVH) that QEMU boots directly, so
+    the host decompresses it once (under a second of CPU) into cache_dir
+    (default IMAGE_CACHE) and every later boot starts at the kernel itself.
+    Falls back to kernel when it is not such a bzImage, its compression has no
+    decoder in Python's standard library (zstd, lz4, lzo) or the cache is not
+    writable; an empty entry remembers a kernel that has no such ELF.
+    """
+    kernel = Path(kernel)
+    cache = Path(cache_dir if cache_dir is not None else IMAGE_CACHE)
+    try:
+        st = kernel.stat()
+        version = re.sub(r"[^A-Za-z0-9._+-]", "_", kernel.name.removeprefix("vmlinuz-"))[:80]
+        digest = hashlib.sha256(f"{kernel.resolve()}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()[:12]
+        cached = cache / f"vmlinux-{version}-{digest}"
+        if cached.is_file():
+            return cached if cached.stat().st_size else kernel
+        data = kernel.read_bytes()
+        if not _is_bzimage(data):
+            return kernel
+        cache.mkdir(parents=True, exist_ok=True)
+        if not os.access(cache, os.W_OK | os.X_OK):
+            return kernel  # e.g. not root: don't unpack what can't be kept
+        elf = _extract_vmlinux(data) or b""
+        tmp = cache / f".{cached.name}.{os.getpid()}"
+        try:
+            tmp.write_bytes(elf)
+            os.replace(tmp, cached)  # atomic: another nslab vm may be reading or writing the same entry
+        finally:
+            tmp.unlink(missing_ok=True)
+        for old in cache.glob(f"vmlinux-{glob.escape(version)}-" + "[0-9a-f]" * 12):
+            if old != cached:  # the same version's entry from an older build of the file
+                old.unlink(missing_ok=True)
+        return cached if elf else kernel
+    except OSError:
+        return kernel
+
+
+def _is_bzimage(data: bytes) -> bool:
+    """An x86 bzImage of boot protocol 2.08 or later (the first to give the payload's place)."""
+    return len(data) >= 0x250 and data[0x202:0x206] == b"HdrS" and _u16(data, 0x206) >= 0x208
+
+
+def _extract_vmlinux(bzimage: bytes) -> bytes | None:
+    """The ELF vmlinux inside an x86 bzImage when it has a PVH entry point QEMU can boot, else None."""
+    if not _is_bzimage(bzimage):
+        return None
+    setup_sects = bzimage[0x1F1] or 4
+    start = (setup_sects + 1) * 512 + _u32(bzimage, 0x248)
+    payload = bzimage[start:start + _u32(bzimage, 0x24C)]
+    try:
+        if payload.startswith(b"\xfd7zXZ\x00"):
+            import lzma
+            d = lzma.LZMADecompressor(lzma.FORMAT_XZ)
+        elif payload.startswith(b"\x1f\x8b"):
+            import zlib
+            d = zlib.decompressobj(wbits=31)
+        elif payload.startswith(b"BZh"):
+            import bz2
+            d = bz2.BZ2Decompressor()
+        else:
+            return None  # zstd, lz4, lzo, lzma: boot the bzImage
+        elf = d.decompress(payload)
+    except Exception:  # noqa: BLE001 - no such codec here, or its error on a damaged payload: boot the bzImage
+        return None
+    return elf if d.eof and _has_pvh_entry(elf) else None
+
+
+def _has_pvh_entry(elf: bytes) -> bool:
+    """Whether a 64-bit little-endian ELF has the Xen note XEN_ELFNOTE_PHYS32_ENTRY that QEMU's PVH boot uses."""
+    if len(elf) < 64 or elf[:6] != b"\x7fELF\x02\x01":
+        return False
+    phoff, phentsize, phnum = _u64(elf, 0x20), _u16(elf, 0x36), _u16(elf, 0x38)
+    for i in range(phnum):
+        ph = phoff + i * phentsize
+        if ph + 40 > len(elf) or _u32(elf, ph) != 4:  # PT_NOTE
+            continue
+        pos, end = _u64(elf, ph + 8), _u64(elf, ph + 8) + _u64(elf, ph + 32)
+        while pos + 12 <= min(end, len(elf)):
+            namesz, descsz, kind = _u32(elf, pos), _u32(elf, pos + 4), _u32(elf, pos + 8)
+            name = elf[pos + 12:pos + 12 + namesz].rstrip(b"\0")
+            if name == b"Xen" and kind == 18:
+                return True
+            pos += 12 + (namesz + 3) // 4 * 4 + (descsz + 3) // 4 * 4
+    return False
+
+
+def _u16(b: bytes, at: int) -> int:
+    return int.from_bytes(b[at:at + 2], "little")
+
+
+def _u32(b: bytes, at: int) -> int:
+    return int.from_bytes(b[at:at + 4], "little")
+
+
+def _u64(b: bytes, at: int) -> int:
+    return int.from_bytes(b[at:at + 8], "little")
+
+
 def project_dir() -> Path | None:
     """The source checkout nslab runs from (holds pyproject.toml), or None for an installed copy."""
     root = Path(__file__).resolve().parent.parent
@@ -194,6 +316,59 @@ def find_vng() -> str | None:
     return shutil.which("vng")
 
 
+def vng_path(vng: str) -> str:
+    """The PATH vng runs with: its own directory first, so that the virtme-run beside it is the one
+    its shell finds (even under sudo's secure_path)."""
+    return os.pathsep.join([str(Path(vng).parent), os.environ.get("PATH", os.defpath)])
+
+
+def vng_virtiofsd(vng: str) -> str | None:
+    """The virtiofsd that vng will share the host's root through, or None when it will use 9p.
+
+    vng takes the first of its candidates (virtme/commands/run.py,
+    _get_virtiofsd_path) that answers --version, and starts it with the Rust
+    daemon's options. QEMU up to 7.2 ships a C virtiofsd (on Debian 12
+    /usr/lib/qemu/virtiofsd) that answers --version but rejects those options;
+    vng then waits 3.1 s for it to start before it falls back to 9p. So only
+    a daemon whose --help offers --shared-dir counts.
+    """
+    candidates = [_guest_tools_virtiofsd(), shutil.which("virtiofsd", path=vng_path(vng)), *_VIRTIOFSD_PATHS]
+    for path in candidates:
+        if not path or not os.path.isfile(path) or not os.access(path, os.X_OK):
+            continue
+        if _answers(path, "--version") is None:
+            continue
+        help_text = _answers(path, "--help")
+        return path if help_text is not None and b"--shared-dir" in help_text else None
+    return None
+
+
+# Where vng looks for virtiofsd after its own guest tools and PATH, in its order.
+_VIRTIOFSD_PATHS = ("/usr/libexec/virtiofsd", "/usr/lib/virtiofsd/virtiofsd", "/usr/lib/virtiofsd",
+                    "/usr/lib/qemu/virtiofsd")
+
+
+def _guest_tools_virtiofsd() -> str | None:
+    """virtme's guest/bin/virtiofsd, vng's first choice (virtme-ng's packages don't ship one today)."""
+    import importlib.util
+    try:
+        spec = importlib.util.find_spec("virtme")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return str(Path(list(spec.submodule_search_locations)[0]) / "guest" / "bin" / "virtiofsd")
+
+
+def _answers(path: str, option: str) -> bytes | None:
+    """path OPTION's output when it exits 0 within 5 s, else None."""
+    try:
+        done = subprocess.run([path, option], stdin=subprocess.DEVNULL, capture_output=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout + done.stderr if done.returncode == 0 else None
+
+
 def find_busybox() -> str | None:
     """The busybox virtme-ng builds its initramfs around (it looks for the same names)."""
     for name in ("busybox-static", "busybox.static", "busybox"):
@@ -203,7 +378,7 @@ def find_busybox() -> str | None:
 
 
 def guest_script(command: list[str], path_dirs: list[str] = ()) -> str:
-    """The sh script the VM runs: PATH, module loading, then exec of command with its exit status.
+    """The sh script the VM runs: PATH, then exec of command with its exit status.
 
     Each argument is quoted with shlex.join, so the guest's sh hands command to
     exec word for word (no expansion, globbing or splitting of user strings).
@@ -215,8 +390,6 @@ def guest_script(command: list[str], path_dirs: list[str] = ()) -> str:
         # The guest's PATH is Debian's default, without e.g. pyenv: put the
         # interpreter that has nslab and pyroute2 first.
         lines.append("PATH=" + ":".join(shlex.quote(d) for d in path_dirs) + ':"$PATH"; export PATH')
-    mods = " ".join(GUEST_MODULES)
-    lines.append(f"modprobe -a {mods} || echo 'nslab vm: modprobe {mods} failed' >&2")
     lines.append("exec " + shlex.join(command))
     return "\n".join(lines)
 
@@ -229,6 +402,7 @@ def build_argv(command: list[str], kernel=None, memory=None, kvm=None, rwdirs=No
     "1G"; kvm: None probes kvm_usable(); rwdirs: host directories the guest may
     write (default: the project checkout and cwd when they are not "/");
     cwd: the guest's working directory (default: the current one).
+    Under TCG the first call for a kernel unpacks it into IMAGE_CACHE (boot_image).
     Raises EnvironmentMissing when vng or a kernel is missing, UsageError for
     a value that vng can't pass on safely.
     """
@@ -268,9 +442,15 @@ def build_argv(command: list[str], kernel=None, memory=None, kvm=None, rwdirs=No
                          "put it in a script and run `nslab vm -- sh SCRIPT`")
     if kvm is None:
         kvm = kvm_usable(kernel=kernel)
-    argv = [vng, "--run", str(kernel), "--memory", memory]
+    image = kernel if kvm else boot_image(kernel)  # under KVM the bzImage unpacks itself in a blink
+    if not _SAFE_PATH.fullmatch(str(image)):
+        image = kernel
+    argv = [vng, "--run", str(image), "--memory", memory]
     if not kvm:
         argv.append("--disable-kvm")
+    if vng_virtiofsd(vng) is None:
+        argv.append("--force-9p")  # 9p is what vng ends up with anyway: skip its futile virtiofsd start
+    argv += ["--append", "modprobe.blacklist=" + ",".join(GUEST_BLACKLIST)]
     if cpus is not None:
         argv += ["--cpus", str(int(cpus))]
     for d in dirs:
@@ -298,9 +478,7 @@ def run(command: list[str], kernel=None, memory=None, kvm=None, rwdirs=None, cwd
         raise EnvironmentMissing("busybox is not installed\n  fix: apt-get install busybox-static")
     argv = build_argv(command, kernel=kernel, memory=memory, kvm=kvm, rwdirs=rwdirs, cwd=cwd, cpus=cpus)
     env = dict(os.environ)
-    # vng starts `virtme-run` by name through a shell: make sure the one
-    # installed beside vng is found even under sudo's secure_path.
-    env["PATH"] = os.pathsep.join([str(Path(argv[0]).parent), env.get("PATH", os.defpath)])
+    env["PATH"] = vng_path(argv[0])  # vng starts `virtme-run` by name through a shell
     out = stdout if stdout is not None else _binary(sys.stdout)
     err = stderr if stderr is not None else _binary(sys.stderr)
     for stream in (sys.stdout, sys.stderr):

@@ -11,6 +11,8 @@
 #   qemu-system-x86 linux-image-amd64       the kernel VM (`nslab vm`): a kernel with
 #   busybox-static kmod                     IPVS/ipip modules; virtme-ng builds its
 #                                           initramfs from busybox, modprobe is kmod
+#   (no virtiofsd: Debian 12 has no package of the Rust daemon virtme-ng uses, and
+#   QEMU 7.2's own C one can't serve it, so `nslab vm` shares the root over 9p)
 # then nslab itself, editable, with the extras `test` (pytest) and `vm` (virtme-ng).
 set -eu
 
