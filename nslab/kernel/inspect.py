@@ -7,7 +7,7 @@ import struct
 
 from pyroute2.netlink.exceptions import NetlinkError
 
-from . import netns
+from . import netns, observe
 
 RTN_TYPES = {1: "unicast", 2: "local", 3: "broadcast", 6: "blackhole", 7: "unreachable", 8: "prohibit"}
 NUD_STATES = {0x01: "INCOMPLETE", 0x02: "REACHABLE", 0x04: "STALE", 0x08: "DELAY", 0x10: "PROBE", 0x20: "FAILED",
@@ -124,3 +124,59 @@ def sysctls(ns: str, keys) -> dict[str, str | None]:
             except FileNotFoundError:
                 out[key] = None
     return out
+
+
+COUNTERS = {  # what a counter that moved during a probe says the kernel did
+    "TcpExt.IPReversePathFilter": "dropped by the reverse-path filter (rp_filter)",
+    "Ip.InAddrErrors": "packets for another address dropped: forwarding is off",
+    "Ip.InNoRoutes": "packets it had no route for", "Ip.OutNoRoutes": "packets it could not send: no route",
+    "Icmp.OutDestUnreachs": "ICMP destination unreachable sent", "Tcp.OutRsts": "TCP resets sent",
+    "Udp.NoPorts": "UDP datagrams to a port nobody listens on",
+    "Ip.InUnknownProtos": "packets of a protocol nobody takes (IP-in-IP without tunl0)",
+}
+
+
+class Looks:
+    """Read-only looks into a lab's nodes by name, each also printable as an evidence line (what `ip`,
+    `sysctl` or `nstat` would show); counters snapshot before and after a probe."""
+
+    def __init__(self, session, ns_of, nodes):
+        self.s, self.ns, self.nodes = session, ns_of, list(nodes)
+        self.before, self.after = {}, {}
+
+    def snapshot(self, into: dict) -> None:
+        for node in self.nodes:
+            into[node] = counters(self.ns(node))
+
+    def moved(self, node, key) -> int:
+        return self.after.get(node, {}).get(key, 0) - self.before.get(node, {}).get(key, 0)
+
+    def counter_line(self, node, key) -> str:
+        group = "netstat" if key.startswith("TcpExt") else "snmp"
+        return f"counter {key} +{self.moved(node, key)} in {node} (/proc/net/{group}: {COUNTERS[key]})"
+
+    def moved_lines(self, node, keys=COUNTERS) -> list[str]:
+        return [self.counter_line(node, k) for k in keys if self.moved(node, k) > 0]
+
+    def route(self, node, dst, src=None, iif=None) -> dict:
+        return route_get(self.s, self.ns(node), dst, src, iif)
+
+    @staticmethod
+    def route_line(node, r) -> str:
+        return f"{r['command']} in {node}: " + (r["text"] if r["ok"] else f"{r['error']} (errno {r['errno']})")
+
+    def routes_line(self, node) -> str:
+        return f"ip route in {node}: " + "; ".join(routes(self.s, self.ns(node)))
+
+    def sysctls(self, node, keys) -> dict:
+        return sysctls(self.ns(node), keys)
+
+    def interfaces(self, node) -> list:
+        return observe.interfaces(self.s, self.ns(node))
+
+    def neighbour_lines(self, node, ip) -> list[str]:
+        return [f"ip neigh in {node}: {n['ip']} dev {n['dev']} {n['state']}"
+                for n in neighbours(self.s, self.ns(node)) if n["ip"] == str(ip)]
+
+    def listening(self, node) -> list:
+        return listening(self.ns(node))

@@ -165,7 +165,9 @@ def next_hops(lab: ResolvedLab, node: str, dst) -> list[tuple[str, str, IPv4Addr
     for i in n.interfaces:
         seg = lab.segment_of(node, i.name)
         for e in seg.ends if seg else ():
-            if e.node == node or not e.addresses:
+            # a next hop must be on one of node's own networks there
+            via = next((a.ip for a in e.addresses if any(a.ip in m.network for m in i.addresses)), None)
+            if e.node == node or via is None:
                 continue
             if e.node in lab.holders(dst):
                 ok = True
@@ -173,8 +175,30 @@ def next_hops(lab: ResolvedLab, node: str, dst) -> list[tuple[str, str, IPv4Addr
                 onward = walk(lab, e.node, dst) if forwards(lab, e.node) else None
                 ok = bool(onward and onward.delivered and node not in onward.nodes)
             if ok:
-                out.append((i.name, e.node, e.addresses[0].ip))
+                out.append((i.name, e.node, via))
     return out
+
+
+def narrow_netmask(lab: ResolvedLab, node: str, dst):
+    """(iface, node's address there, the holder's end, segment) when dst's holder shares a segment with
+    node but node's netmask on it leaves dst out; else None."""
+    d = ip_address(str(dst))
+    for i in lab.topology.node(node).interfaces:
+        seg = lab.segment_of(node, i.name)
+        holder = next((e for e in (seg.ends if seg else ()) if e.node != node and any(a.ip == d for a in e.addresses)),
+                      None)
+        if holder and i.addresses and not any(d in a.network for a in i.addresses):
+            return i.name, i.addresses[0], holder, seg
+    return None
+
+
+def wider_prefix(mine, theirs) -> int:
+    """The prefix length that puts both addresses in one network: the neighbour's own if it holds mine,
+    else the longest that covers both."""
+    if mine.ip in theirs.network:
+        return theirs.network.prefixlen
+    return next(n for n in range(mine.network.prefixlen - 1, -1, -1)
+                if theirs.ip in IPv4Network(f"{mine.ip}/{n}", strict=False))
 
 
 def route_fix(lab: ResolvedLab, node: str, dst, prefer: str | None = None) -> str:
@@ -234,7 +258,7 @@ def _stop_warning(lab, p: Path, what: str) -> tuple | None:
         return (("next-hop", s.node, str(s.via)), f"{dotted(s.route.origin)}: {s.node}'s next hop {s.via} (for "
                 f"{what}) is on {where}, but nobody there has that address: ARP would go unanswered")
     if p.end == "loop":
-        return ("loop", p.at), f"{what} loops: " + " -> ".join(p.nodes)
+        return ("loop", str(p.dst)), f"{what} loops: " + " -> ".join(p.nodes)
     return None
 
 
@@ -295,6 +319,14 @@ def _reply_warning(lab, p: Path, server: str, svc, what: str) -> tuple | None:
                 f"{back.steps[0].iface} to {back.steps[0].to}, not back to {came_from} where {what}'s requests "
                 f"come from, and that path ends at {back.at} ({ENDS[back.end]}): "
                 f"{route_fix(lab, server, back.dst, prefer=came_from)}")
+    narrow = narrow_netmask(lab, back.at, back.dst) if back.end == "no-route" else None
+    if narrow:
+        iface, mine, holder, seg = narrow
+        theirs = next(a for a in holder.addresses if a.ip == back.dst)
+        conn = next(r for r in routes_of(lab, back.at) if r.connected and r.iface == iface)
+        return (("netmask", back.at), f"{dotted(conn.origin)}: {back.at}'s netmask /{mine.network.prefixlen} leaves "
+                f"{back.dst} ({holder.node}, on the same segment {seg.name}) out of its network, so {back.at} has "
+                f"no route for the replies to it: {mine.ip}/{wider_prefix(mine, theirs)}")
     if back.end == "no-route":
         text = (f"nodes.{back.at}: no route back to {client}, which sends to {what} through "
                 f"{' -> '.join(p.nodes)}: {route_fix(lab, back.at, back.dst)}")

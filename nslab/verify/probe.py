@@ -97,3 +97,22 @@ def arp_who_has(ns: str, iface: str, src_ip: str, ip: str, wait: float = 0.5) ->
     finally:
         sock.close()
     return out
+
+
+def ttl_evidence(ns: str, node: str, src: str, dst: str, dport: int, max_ttl: int, who=lambda ip: ip) -> str:
+    """ttl_syns as one evidence line, naming the farthest router the probes reached."""
+    try:
+        answers = ttl_syns(ns, src, dst, dport, max_ttl)
+    except OSError as e:
+        return f"TTL-limited SYNs from {node}: not sent ({e.strerror})"
+    reached = [a for a in answers if a.kind == "time exceeded"]
+    tail = f"; the farthest router it reached: {who(reached[-1].source)}" if reached else ""
+    return (f"TTL-limited SYNs from {node} to {dst}:{dport} (scapy, source ports {answers[0].sport}-"
+            f"{answers[-1].sport}): " + "; ".join(a.describe(who) for a in answers) + tail)
+
+
+def arp_evidence(ns: str, node: str, iface: str, src_ip: str, ip: str, who=lambda mac: mac) -> str:
+    """arp_who_has as one evidence line, naming every node that answered."""
+    answers = arp_who_has(ns, iface, src_ip, ip)
+    named = ", ".join(f"{who(mac)} ({mac})" for _, mac in answers) or "nobody"
+    return f"ARP who-has {ip} sent from {node} {iface} (scapy): answered by {named}"

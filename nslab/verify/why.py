@@ -3,11 +3,13 @@ state of the nodes there (the route it used, the sysctl, the counter that moved)
 the fix in the lab's YAML terms. Every cause comes from evidence, never from which file the lab came from.
 """
 
+import json
+import sys
 import time
 from dataclasses import dataclass, field
 from ipaddress import ip_address, ip_network
 
-from ..kernel import inspect, observe
+from ..kernel import addrs, inspect, procs
 from ..kernel.session import Session
 from ..model import reach
 from ..model.diag import dotted
@@ -16,11 +18,12 @@ from ..model.schema import Forward
 from . import run, walk as walking
 from .concepts import nodes_along
 from .frames import parse_ip
+from .sniff import Capture
 from .walk import innermost, transmissions
 
 CAUSES = {
     "no-route": "no route", "ip-forward": "forwarding off (net.ipv4.ip_forward=0)", "arp": "ARP unanswered",
-    "netmask": "netmask: ARP for an address that is not on the segment", "rp-filter": "rp_filter dropped it",
+    "netmask": "netmask (address/prefix length)", "rp-filter": "rp_filter dropped it",
     "route-back": "no route back", "reply-path": "the reply left by another path",
     "nothing-listening": "nothing listening on the port", "no-snat": "private source left without SNAT",
     "ipvs-no-service": "IPVS has no such service", "ipvs-no-real-server": "IPVS has no real server",
@@ -28,17 +31,13 @@ CAUSES = {
     "dr-arp": "DR: a real server answered ARP for the VIP", "dr-no-vip": "DR: the real server lacks the VIP",
     "nat-bypass": "NAT: the real server's reply bypassed the director",
     "tun-no-tunl0": "TUN: no tunl0 up on the real server",
-    "tun-rp-filter": "TUN: rp_filter dropped the decapsulated packet", "unknown": "not found",
+    "tun-rp-filter": "TUN: rp_filter dropped the decapsulated packet", "loop": "a routing loop",
+    "unknown": "not found",
 }
-COUNTERS = {  # what a counter moving during the probe means
-    "TcpExt.IPReversePathFilter": "dropped by the reverse-path filter (rp_filter)",
-    "Ip.InAddrErrors": "packets for another address dropped: forwarding is off",
-    "Ip.InNoRoutes": "packets it had no route for", "Ip.OutNoRoutes": "packets it could not send: no route",
-    "Icmp.OutDestUnreachs": "ICMP destination unreachable sent",
-    "Tcp.OutRsts": "TCP resets sent", "Udp.NoPorts": "UDP datagrams to a port nobody listens on",
-    "Ip.InUnknownProtos": "packets of a protocol nobody takes (IP-in-IP without tunl0)",
-}
-ROUTED = {"no-route", "ip-forward", "arp", "rp-filter", "route-back", "reply-path", "no-snat"}
+TIMEOUT = 3.0  # seconds each request may take: a broken lab costs this long, a healthy one far less
+BUDGET = 240.0  # seconds the traffic generator may take in all: Python starts slowly in an emulated VM
+QUIET_SECONDS = 0.2
+ROUTED = {"no-route", "ip-forward", "arp", "rp-filter", "route-back", "reply-path", "no-snat", "loop", "netmask"}
 
 
 @dataclass
@@ -118,54 +117,13 @@ class Why:
         return "\n".join(self.lines())
 
 
-class Kernel:
-    """Read-only looks into the lab's nodes, each also an evidence line; counters before and after."""
-
-    def __init__(self, rlab: ResolvedLab, session):
-        self.rlab, self.s, self.before, self.after = rlab, session, {}, {}
-
-    def ns(self, node):
-        return self.rlab.ns(node)
-
-    def snapshot(self, into: dict):
-        for n in self.rlab.topology.nodes:
-            into[n.name] = inspect.counters(self.ns(n.name))
-
-    def moved(self, node, key) -> int:
-        return self.after.get(node, {}).get(key, 0) - self.before.get(node, {}).get(key, 0)
-
-    def counter_line(self, node, key) -> str:
-        group = "netstat" if key.startswith("TcpExt") else "snmp"
-        return f"counter {key} +{self.moved(node, key)} in {node} (/proc/net/{group}: {COUNTERS[key]})"
-
-    def moved_lines(self, node, keys=COUNTERS) -> list[str]:
-        return [self.counter_line(node, k) for k in keys if self.moved(node, k) > 0]
-
-    def route(self, node, dst, src=None, iif=None) -> dict:
-        return inspect.route_get(self.s, self.ns(node), dst, src, iif)
-
-    @staticmethod
-    def route_line(node, r) -> str:
-        return f"{r['command']} in {node}: " + (r["text"] if r["ok"] else f"{r['error']} (errno {r['errno']})")
-
-    def sysctls(self, node, keys) -> dict:
-        return inspect.sysctls(self.ns(node), keys)
-
-    def interfaces(self, node) -> list:
-        return observe.interfaces(self.s, self.ns(node))
-
-    def neighbour_lines(self, node, ip) -> list[str]:
-        return [f"ip neigh in {node}: {n['ip']} dev {n['dev']} {n['state']}"
-                for n in inspect.neighbours(self.s, self.ns(node)) if n["ip"] == str(ip)]
-
-
 @dataclass
 class Probe:
     """One failing (or the first) connection and everything the diagnosis reads."""
 
     rlab: ResolvedLab
     net: object
-    k: Kernel
+    k: inspect.Looks
     frames: list
     client: str
     target: object
@@ -176,20 +134,20 @@ class Probe:
         return self.target.service
 
 
-def why(rlab: ResolvedLab, client: str, target, timeout: float = 2.0) -> Why:
+def why(rlab: ResolvedLab, client: str, target, timeout: float = TIMEOUT) -> Why:
     """Probe target from client (a service: two requests per real server, so each is tried) and explain."""
     started = time.monotonic()
     svc = target.service
     count = max(2, 2 * len(svc.real_servers)) if svc else 1
     with Session() as s:
-        k = Kernel(rlab, s)
+        k = inspect.Looks(s, rlab.ns, [n.name for n in rlab.topology.nodes])
         k.snapshot(k.before)
-        frames, traffic, _ = run.capture_traffic(rlab, client, target, count=count, timeout=timeout)
+        frames, traffic = _capture(rlab, s, client, target, count, timeout)
         k.snapshot(k.after)
         net = walking.Net(rlab, run.macs(rlab))
         proto = "udp" if target.kind == "udp" else "tcp"
-        walks = [walking.walk(frames, net, client, proto=proto, sport=p)
-                 for p in (traffic.get("client_ports") or [None])]
+        walks = [walking.walk(frames, net, client, proto=proto, sport=port) for port in _client_ports(frames, client,
+                                                                                                   target)]
         answered = traffic.get("ok", 0)
         # the client's own count decides; the walks say which connection to explain
         bad = next((w for w in walks if not _answered(w, client, target)), walks[0]) if answered < count else None
@@ -206,6 +164,40 @@ def why(rlab: ResolvedLab, client: str, target, timeout: float = 2.0) -> Why:
     return Why(rlab.name, client, str(target), target.kind, count, answered, nodes_along(shown.request),
                nodes_along(shown.reply), [h.row() for h in shown.hops], _last_seen(p) if finding else None,
                finding, time.monotonic() - started)
+
+
+def _capture(rlab, session, client, target, count, timeout):
+    """Sniff every link while the traffic generator sends `count` requests at once from client: (frames,
+    its JSON result). Neighbour caches are flushed first, so every first packet to a neighbour shows ARP."""
+    for node in rlab.topology.nodes:
+        addrs.flush_neighbours(session, rlab.ns(node.name))
+    argv = [sys.executable, "-m", "nslab.verify.traffic", target.kind, "--target", str(target), "--count", str(count),
+            "--timeout", str(timeout), "--concurrency", str(count)]
+    cap = Capture(rlab.taps, max_seconds=BUDGET + 30).start()
+    try:
+        proc = procs.capture(rlab.ns(client), argv, timeout=BUDGET)
+        seen = -1
+        while cap.seen != seen:  # wait for quiet: replies and retransmissions still in flight
+            seen = cap.seen
+            time.sleep(QUIET_SECONDS)
+    finally:
+        frames = cap.stop()
+    try:
+        return frames, json.loads(proc.stdout)
+    except ValueError:
+        return frames, {"error": (proc.stderr or proc.stdout).strip()[-300:], "ok": 0, "failed": count}
+
+
+def _client_ports(frames, client, target) -> list:
+    """The client port of every request client sent to target, in order (a connection that never opened
+    has one too: the traffic generator only reports the ports of those that did); [None] if none left."""
+    ports = []
+    for f in transmissions(frames):
+        ip = f.ip
+        if (f.sender == client and ip and ip.dst == target.ip and ip.dport == target.port
+                and (ip.proto == "udp" or ip.flags == "S") and ip.sport not in ports):
+            ports.append(ip.sport)
+    return ports or [None]
 
 
 def _errors(traffic) -> str:
@@ -248,12 +240,39 @@ def diagnose(p: Probe) -> Finding | None:
     last = w.request[-1]
     got = innermost(last.ip)
     here = last.receiver
+    along = nodes_along(w.request)
+    if len(set(along)) < len(along):
+        return _loop(p, w.request, got.dst)
     if not (p.net.owns(here, got.dst) or p.net.owns(here, last.ip.dst)):
         return _stopped(p, here, _iface_of(p.rlab, here, last.frame), got.dst, got.src, "request")
     if svc and here == svc.director and got.dst == str(svc.vip):
         return _ipvs(p, svc, last)
     rs = svc.real_server(here) if svc else None
     return ((_real_server(p, svc, here, last) if rs else None) or _at_server(p, here, last))
+
+
+def _loop(p: Probe, hops, dst) -> Finding:
+    """The request came back to a node it had passed: routes that point at each other."""
+    seen, back = set(), hops[-1]
+    for h in hops:
+        seen.add(h.sender)
+        if h.receiver in seen:
+            back = h
+            break
+    culprit = back.sender
+    for h in hops[1:]:  # the router whose own route ignores a neighbour that really reaches dst
+        good = {str(via) for _, _, via in reach.next_hops(p.rlab, h.sender, dst)}
+        route = p.k.route(h.sender, dst)
+        if good and route["ok"] and (route["via"] or str(dst)) not in good:
+            culprit = h.sender
+            break
+    route = p.k.route(culprit, dst)
+    exceeded = [f"{f.segment}: {f.sender} sent {f.summary()} (time exceeded)" for f in transmissions(p.frames)
+                if f.ip and f.ip.icmp and f.ip.icmp[0] == 11][:1]
+    return Finding("loop", culprit, f"the packet for {dst} went round " + " -> ".join(nodes_along(hops))
+                   + f": {culprit} sends it back ({route.get('text', route.get('error'))}) until its TTL runs out",
+                   reach.route_fix(p.rlab, culprit, dst), None,
+                   [p.k.route_line(h.sender, p.k.route(h.sender, dst)) for h in hops[1:4]] + exceeded)
 
 
 def _stopped(p: Probe, node, iface, dst, src, direction) -> Finding:
@@ -272,13 +291,16 @@ def _stopped(p: Probe, node, iface, dst, src, direction) -> Finding:
     route = k.route(node, dst)
     evidence.append(k.route_line(node, route))
     if not route["ok"]:
+        narrow = _netmask_leaves_out(p, node, dst)
+        if narrow:
+            return narrow
         back = direction == "reply"
         cause = "route-back" if back else "no-route"
         who = "the sender " if node == p.client else ""
         text = (f"{who}{node} has no route to {dst}" + (f" for the reply to {p.client}" if back else "")
                 + f": the kernel answers {route['error']}")
         return Finding(cause, node, text, reach.route_fix(p.rlab, node, dst), iface,
-                       evidence + [f"ip route in {node}: " + "; ".join(inspect.routes(k.s, k.ns(node)))]
+                       evidence + [k.routes_line(node)]
                        + _icmp_from(p, node) + k.moved_lines(node))
     nh = route["via"] or str(dst)
     lost = walking.unanswered_arps(p.frames, node)
@@ -290,6 +312,22 @@ def _stopped(p: Probe, node, iface, dst, src, direction) -> Finding:
 
 def _previous(p: Probe, node) -> str:
     return next((h.sender for h in p.w.request + p.w.reply if h.receiver == node), p.client)
+
+
+def _netmask_leaves_out(p: Probe, node, dst) -> Finding | None:
+    """node has no route to dst although dst's holder is on one of node's segments: node's netmask there
+    is too narrow to see it."""
+    narrow = reach.narrow_netmask(p.rlab, node, dst)
+    if narrow is None:
+        return None
+    iface, mine, holder, seg = narrow
+    theirs = next(a for a in holder.addresses if str(a.ip) == str(dst))
+    conn = next(r for r in routes_of(p.rlab, node) if r.connected and r.iface == iface)
+    return Finding("netmask", node, f"{node}'s address {mine} on {iface} (netmask /{mine.network.prefixlen}) leaves "
+                   f"{dst} out of its network {mine.network}, although {dst} ({holder.node}) is on the same segment "
+                   f"{seg.name}: so {node} has no route to it", f"{dotted(conn.origin)}: {mine.ip}/"
+                   f"{reach.wider_prefix(mine, theirs)}", iface,
+                   [p.k.route_line(node, p.k.route(node, dst)), f"{holder.node} has {theirs} on {seg.name}"])
 
 
 def _icmp_from(p: Probe, node) -> list[str]:
@@ -306,6 +344,9 @@ def _arp(p: Probe, node, route, nh, dst, times) -> Finding:
     where = seg.name if seg else dev
     evidence = [p.k.route_line(node, route), f"{node} asked ARP who-has {nh} on {where} {times} time(s); "
                 "nobody answered"] + p.k.neighbour_lines(node, nh)
+    owner = reach.owner_on_segment(rlab, node, dev, nh)
+    if owner:
+        return _silent_neighbour(p, node, owner, nh, where, evidence)
     if route["via"] is None:  # the sender thought dst was on its own segment
         conn = next((r for r in routes_of(rlab, node) if r.connected and r.iface == dev
                      and ip_address(str(dst)) in r.to), None)
@@ -326,6 +367,33 @@ def _arp(p: Probe, node, route, nh, dst, times) -> Finding:
         f"{origin}: an address on {where} that a router has"
     return Finding("arp", node, f"{node} sends to {dst} through its next hop {nh}, but nobody on {where} has "
                    f"{nh}: its ARP who-has goes unanswered, so the packet never leaves", fix, dev, evidence)
+
+
+def _silent_neighbour(p: Probe, asker, owner, ip, where, evidence) -> Finding:
+    """owner holds ip on the segment (the lab says so) yet never answered asker's ARP: what its kernel says."""
+    rlab, k = p.rlab, p.k
+    seg = rlab.segment(where)
+    end = seg.end(owner) if seg else None
+    iface = end.iface if end else None
+    live = next((i for i in k.interfaces(owner) if i["name"] == iface), None)
+    keys = [f"net.ipv4.conf.{s}.{key}" for key in ("arp_ignore", "arp_filter") for s in ("all", iface or "all")]
+    values = k.sysctls(owner, keys)
+    node = rlab.topology.node(owner)
+    by_hand = [key for key, _ in node.sysctls if key.rsplit(".", 1)[-1] in ("arp_ignore", "arp_filter")]
+    if live is None or not live["up"]:
+        why_not = f"its {iface} is {'missing' if live is None else 'down'}"
+    elif not any(a.split("/")[0] == str(ip) for i in k.interfaces(owner) for a in i["addresses"]):
+        why_not = f"{ip} is not on any of its interfaces in the kernel"
+    else:
+        why_not = "its ARP settings keep it quiet (" + ", ".join(f"{key.split('.', 3)[-1]}={v}" for key, v in
+                                                               values.items() if v not in (None, "0")) + ")"
+    fix = (f"nodes.{owner}.sysctls.{by_hand[0]}: remove it" if by_hand else f"nodes.{owner}.exec: remove what "
+           "undoes it" if node.exec else "bring the lab up again (nslab up)")
+    return Finding("arp", owner, f"{asker} asks ARP who-has {ip} on {where} and nobody answers, though {owner} "
+                   f"should have it there: {why_not}", fix, iface,
+                   evidence + [f"ip link/addr in {owner}: {iface} " + (f"{'UP' if live['up'] else 'DOWN'} "
+                               f"{', '.join(live['addresses']) or 'no address'}" if live else "missing")]
+                   + [f"sysctl {key} = {v} in {owner}" for key, v in values.items()])
 
 
 def _prefix(rlab, node, dev, mine, dst) -> int:
@@ -476,7 +544,7 @@ def _at_server(p: Probe, server, last) -> Finding:
 
 
 def _nothing_listening(p: Probe, server, got, refused) -> Finding:
-    listening = inspect.listening(p.k.ns(server))
+    listening = p.k.listening(server)
     proto = "udp" if got.proto == "udp" else "tcp"
     ports = sorted({port for pr, _, port in listening if pr == proto})
     app, svc = p.rlab.app(server), p.svc
@@ -537,26 +605,17 @@ def _vip_arp(p: Probe) -> Finding | None:
 def _arp_probe(p: Probe, asker, vip) -> str:
     from . import probe
     node = asker.sender
-    iface = _iface_of(p.rlab, node, asker)
-    answers = probe.arp_who_has(p.k.ns(node), iface, asker.arp["psrc"], vip)
-    who = ", ".join(f"{p.net.node_of_mac(mac)} ({mac})" for _, mac in answers) or "nobody"
-    return f"ARP who-has {vip} sent from {node} {iface} (scapy): answered by {who}"
+    return probe.arp_evidence(p.k.ns(node), node, _iface_of(p.rlab, node, asker), asker.arp["psrc"], vip,
+                              p.net.node_of_mac)
 
 
 def _ttl_lines(p: Probe) -> list[str]:
     """TTL-limited SYNs from the client: how far a packet gets, router by router."""
     from . import probe
-    first = p.w.request[0]
-    src, ttl = innermost(first.ip).src, min(8, len(p.w.request) + 1)
-    try:
-        answers = probe.ttl_syns(p.k.ns(p.client), src, p.target.ip, p.target.port, ttl)
-    except OSError as e:
-        return [f"TTL-limited SYNs from {p.client}: not sent ({e.strerror})"]
 
     def who(ip):
         holders = p.rlab.holders(ip)
         return f"{ip} ({holders[0]})" if holders else ip
-    reached = [a for a in answers if a.kind == "time exceeded"]
-    tail = f"; the farthest router it reached: {who(reached[-1].source)}" if reached else ""
-    return [f"TTL-limited SYNs from {p.client} to {p.target} (scapy, source ports {answers[0].sport}-"
-            f"{answers[-1].sport}): " + "; ".join(a.describe(who) for a in answers) + tail]
+    src = innermost(p.w.request[0].ip).src
+    return [probe.ttl_evidence(p.k.ns(p.client), p.client, src, p.target.ip, p.target.port,
+                               min(8, len(p.w.request) + 1), who)]
