@@ -292,7 +292,7 @@ def load(lab: str, source: str | None = None, target: str | None = None, count: 
 
             def stop_hook():
                 # Every answer is in and wrk still holds the connections it opened for its next requests:
-                # they are the client's only sockets to the VIP not closed yet (a local fact, so no race
+                # they are the client's only sockets to the VIP it hasn't closed (a local fact, so no race
                 # with FINs in flight). The director's table says which real server each was given to.
                 idle = _open_sockets_to(rlab.ns(client), str(svc.vip), svc.port)
                 for c in _ipvs_connections(director, vip):
@@ -301,7 +301,7 @@ def load(lab: str, source: str | None = None, target: str | None = None, count: 
                         unused[rip] = unused.get(rip, 0) + 1
         traffic = wrk.run(rlab.ns(client), tgt.ip, tgt.port, count=count, duration=duration,
                           connections=concurrency, threads=threads, keepalive=keepalive, timeout=timeout,
-                          progress=progress, before_stop=stop_hook)
+                          progress=progress, before_stop=stop_hook, probe=svc is None)
     else:
         traffic = run.send(rlab, client, tgt, count, concurrency, timeout)
         traffic.setdefault("sent", count)
@@ -330,21 +330,22 @@ def _ipvs_connections(director_ns: str, vip: str) -> list:
 
 
 def _open_sockets_to(ns: str, ip: str, port: int) -> set:
-    """{'ip:port'} of the TCP sockets in ns connected or connecting to ip:port (/proc/net/tcp states
-    ESTABLISHED and SYN_SENT)."""
+    """{'ip:port'} of the TCP sockets in ns to ip:port that are still open at this end: ESTABLISHED,
+    SYN_SENT, and CLOSE_WAIT (the peer closed it, the owner hasn't yet: an idle one the server timed out)."""
     import socket
+    import struct
     from .kernel import netns
     with netns.entered(ns):
         with open("/proc/thread-self/net/tcp") as f:
             lines = f.read().splitlines()[1:]
 
-    def addr(text):
+    def addr(text):  # the address is the kernel's 32-bit word printed in host byte order
         hexip, hexport = text.split(":")
-        return socket.inet_ntoa(int(hexip, 16).to_bytes(4, "little")), int(hexport, 16)
+        return socket.inet_ntoa(struct.pack("=I", int(hexip, 16))), int(hexport, 16)
     out = set()
     for line in lines:
         p = line.split()
-        if len(p) > 3 and p[3] in ("01", "02") and addr(p[2]) == (ip, port):
+        if len(p) > 3 and p[3] in ("01", "02", "08") and addr(p[2]) == (ip, port):
             local = addr(p[1])
             out.add(f"{local[0]}:{local[1]}")
     return out

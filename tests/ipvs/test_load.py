@@ -24,8 +24,8 @@ def test_dr_load_shares_match_the_director(root_dir):
         rows = {r["node"]: r for r in report.service["real_servers"]}
         for node, r in rows.items():
             # every connection the director scheduled carried one answered request, except those wrk had
-            # opened for its next requests when it stopped; a few more answers may ride on an entry the
-            # director still held for a client port used again (FIN_WAIT, conn_reuse_mode): not counted again
+            # opened for its next requests when it stopped; a few answers may ride on an entry the director
+            # still held for a client port used again (FIN_WAIT, conn_reuse_mode), not counted again
             reused = t["by_server"][node] - (r["conns"] - r["unused"])
             assert 0 <= reused <= max(3, t["by_server"][node] // 20), rows
         assert 0 < sum(r["unused"] for r in rows.values()) <= t["connections"], rows
