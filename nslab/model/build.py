@@ -413,6 +413,7 @@ class Builder:
         if not isinstance(raw, list):
             self.d.error(path, "must be a list of {to, via, dev}", "e.g. routes: [{to: 10.1.0.0/24, via: 10.0.0.1}]")
             return
+        seen = {}
         for i, r in enumerate(raw):
             p = path + (i,)
             r = self.mapping(p, r, "to/via/dev")
@@ -426,10 +427,15 @@ class Builder:
             to = self.network(p + ("to",), r["to"])
             via = self.address(p + ("via",), r["via"]) if "via" in r else None
             dev = r.get("dev")
-            if dev is not None and not isinstance(dev, str):
+            if dev is not None and (not isinstance(dev, str) or not dev):
                 self.d.error(p + ("dev",), "must be an interface name")
                 dev = None
-            if to is not None and (via or dev):
+            if to is not None and to in seen:
+                # The kernel keeps one route per prefix: `up` would silently let the later one win.
+                self.d.error(p + ("to",), f"{to} already has a route ({'.'.join(map(str, path[2:]))}[{seen[to]}])",
+                             "keep one route per destination")
+            elif to is not None and (via or dev):
+                seen[to] = i
                 yield Route(to=to, via=via, dev=dev, origin=p)
 
     def sysctls(self, path, raw):
@@ -478,10 +484,14 @@ class Builder:
         for i, cmd in enumerate(raw):
             try:
                 # Split like a shell would, but never run a shell: the words become argv.
-                argv = shlex.split(cmd) if isinstance(cmd, str) else [str(c) for c in cmd]
-            except (ValueError, TypeError):
+                words = isinstance(cmd, list) and all(isinstance(c, (str, int)) and c is not True and c is not False
+                                                      for c in cmd)
+                argv = shlex.split(cmd) if isinstance(cmd, str) else [str(c) for c in cmd] if words else []
+            except ValueError:
                 argv = []
-            if not argv:
+            if any("\x00" in word for word in argv):  # exec() refuses it: `up` would fail
+                self.d.error(path + (i,), f"{cmd!r} contains a NUL character", "remove it")
+            elif not argv:
                 self.d.error(path + (i,), f"{cmd!r} is not a command", "a string or a list of words")
             else:
                 out.append(tuple(argv))

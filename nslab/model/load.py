@@ -1,12 +1,15 @@
 """YAML text -> plain Python data plus the line of every YAML path, loaded safely and within bounds."""
 
+import bisect
+import re
+
 import yaml
 
 from ..errors import TopologyError
 from .diag import Diagnostics
 
 MAX_BYTES = 1 << 20  # a topology is a few kilobytes; this keeps /dev/zero or a stray log from eating memory
-MAX_DEPTH = 32  # the deepest real path (nodes.X.exec[0][0]) is 5 levels; this stays far below Python's recursion limit
+MAX_DEPTH = 32  # the deepest real path (nodes.X.exec[0][0]) is 5 levels; far below the recursion limit
 PLAIN_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
 _COLLECTION_ALIAS = "!nslab/collection-alias"  # stands in for a refused alias until the walk reports it
 
@@ -42,6 +45,13 @@ class _Loader(yaml.SafeLoader):
         super().__init__(text)
         self.depth = 0
 
+    def fetch_flow_collection_start(self, token_class):
+        # Refuse deep '[' / '{' nesting while scanning: the scanner looks ahead up to 1024 characters
+        # for a possible key, once per open bracket, so 1000 of them would take half a second.
+        if self.flow_level >= MAX_DEPTH:
+            raise yaml.scanner.ScannerError(None, None, f"nested more than {MAX_DEPTH} levels deep", self.get_mark())
+        super().fetch_flow_collection_start(token_class)
+
     def compose_node(self, parent, index):
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
@@ -63,17 +73,18 @@ class _Loader(yaml.SafeLoader):
 class _Walk:
     """Builds plain data from the composed nodes, recording each path's line and each structural problem."""
 
-    def __init__(self, loader):
+    def __init__(self, loader, line_at):
         self.loader = loader
+        self.line_at = line_at  # a PyYAML mark -> its line as editors count them
         self.lines: dict = {}
         self.problems: list = []  # (path, line, message, fix)
         self.refused: set = set()  # anchors whose collection aliases were reported
 
     def problem(self, path, node, message, fix=""):
-        self.problems.append((path, node.start_mark.line + 1, message, fix))
+        self.problems.append((path, self.line_at(node.start_mark), message, fix))
 
     def value(self, node, path):
-        self.lines[path] = node.start_mark.line + 1
+        self.lines[path] = self.line_at(node.start_mark)
         if node.tag == _COLLECTION_ALIAS:
             if node.value not in self.refused:  # once per anchor: a chain of them would bury everything else
                 self.refused.add(node.value)
@@ -93,7 +104,7 @@ class _Walk:
     def mapping(self, node, path):
         out, first_line = {}, {}
         for knode, vnode in node.value:
-            line = knode.start_mark.line + 1
+            line = self.line_at(knode.start_mark)
             if not isinstance(knode, yaml.ScalarNode) or knode.tag == _COLLECTION_ALIAS:
                 self.problem(path, knode, "a key must be plain text, not a mapping or list",
                              "write the key as a name")
@@ -137,11 +148,18 @@ def parse(text: str, filename: str = "<string>") -> Source:
     """
     if len(text) > MAX_BYTES:
         raise TopologyError([f"{filename}: larger than {MAX_BYTES // 1024} KiB: not a topology file"])
+    # Lines as editors and grep count them ('\n' only): YAML also breaks lines at \r, U+0085, U+2028
+    # and U+2029, so its own line numbers can point past the line a user sees.
+    newlines = [m.start() for m in re.finditer("\n", text)]
+
+    def line_at(mark) -> int:
+        return bisect.bisect_left(newlines, mark.index) + 1
+
     try:
         loader = _Loader(text)
         try:
             root = loader.get_single_node()
-            walk = _Walk(loader)
+            walk = _Walk(loader, line_at)
             data = walk.value(root, ()) if root is not None else None
         finally:
             loader.dispose()
@@ -153,7 +171,7 @@ def parse(text: str, filename: str = "<string>") -> Source:
         raise TopologyError([f"{where}: not valid YAML: character {char} is not allowed ({e.reason})"]) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        where = f"{filename}:{mark.line + 1}" if mark else filename
+        where = f"{filename}:{line_at(mark)}" if mark else filename
         problem = getattr(e, "problem", None) or str(e)
         raise TopologyError([f"{where}: not valid YAML: {problem}"]) from None
     except RecursionError:  # MAX_DEPTH should stop this first; never let it escape as a traceback
