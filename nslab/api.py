@@ -49,13 +49,16 @@ def _vm_hint(topo):
 @dataclass
 class UpResult:
     lab: str
-    changed: list
+    changed: list  # the actions this run applied (new objects and attributes changed in place)
     total: int
     seconds: float
+    removed: list = field(default_factory=list)  # journalled actions undone: the file no longer has them
 
 
 def up(topo: Topology, progress=None) -> UpResult:
-    """Build the lab, or finish building it; a second call changes nothing.
+    """Build the lab, or bring a running one in line with the topology: remove what nslab made that the
+    topology no longer has (newest first, from the journal), then apply every step not in place. A
+    second call changes nothing.
 
     Raises EnvironmentMissing (no root, no IPVS) before creating anything, KernelError
     (after undoing this run's changes) when a kernel step fails.
@@ -64,27 +67,54 @@ def up(topo: Topology, progress=None) -> UpResult:
     from .kernel.session import Session
     require_root()
     require_kernel_features(topo)
-    if topo.services:
-        from .kernel import ipvs  # noqa: F401 - registers the IPVS executors
     actions = plan(topo)
+    wanted = {a.identity() for a in actions}
     started = time.monotonic()
     with state.locked(topo.name):
         before = state.load(topo.name)
-        run_dir = state.lab_dir(topo.name)
-        with Session(run_dir=run_dir, known=(before or {}).get("known")) as s:
+        with state.Journal(topo.name) as journal, \
+                Session(run_dir=state.lab_dir(topo.name), journalled=journal.latest()) as s:
             try:
-                changed = kapply.apply(s, actions, progress)
+                kapply.finish_unfinished(s, journal)
+                removed = kapply.undo(s, [st for st in journal.steps() if st[0].identity() not in wanted], journal)
+                changed = kapply.apply(s, actions, progress, journal)
             except BaseException:  # the kernel side is already rolled back; so is a new lab's state
-                if before is None:
+                if before is None and not journal.steps():
                     state.remove(topo.name)
                 raise
-            known = s.known
+            journal.compact()
         state.save(topo.name, {
             "lab": topo.name, "source": os.path.abspath(topo.source) if topo.source != "<string>" else None,
-            "topology": topo.text, "known": known,
-            "namespaces": [a.ns for a in actions if type(a).__name__ == "AddNetns"],
+            "topology": topo.text, "namespaces": [a.ns for a in actions if type(a).__name__ == "AddNetns"],
             "updated": time.time()})
-    return UpResult(topo.name, changed, len(actions), time.monotonic() - started)
+    return UpResult(topo.name, changed, len(actions), time.monotonic() - started, removed)
+
+
+@dataclass
+class PlanChanges:
+    """What `up` of a topology would change in its running lab (read from the kernel and the journal)."""
+    lab: str
+    add: list  # actions not in place
+    remove: list  # what up would undo, newest first: one (newest) journalled action per object, with its reason
+    total: int  # actions in the whole plan
+
+
+def plan_changes(topo: Topology) -> PlanChanges | None:
+    """The difference `up` would make to the lab if it is up; None if it is down (or we aren't root: only
+    root can read the kernel and /run/nslab). Changes nothing."""
+    from .kernel import apply as kapply
+    from .kernel.session import Session
+    if os.geteuid() != 0:
+        return None
+    actions = plan(topo)
+    wanted = {a.identity() for a in actions}
+    with state.Journal(topo.name) as journal:
+        if state.load(topo.name) is None and not journal.steps():
+            return None
+        gone = [st for st in journal.steps() if st[0].identity() not in wanted]
+        with Session(journalled=journal.latest()) as s:
+            add = kapply.missing(s, actions)
+    return PlanChanges(topo.name, add, kapply.objects(a for a, _ in kapply.to_undo(gone)), len(actions))
 
 
 @dataclass
@@ -98,9 +128,12 @@ class DownResult:
 def down(lab: str) -> DownResult:
     """Remove every trace of a lab: its processes, namespaces and state.
 
-    Works without the state file: namespaces are found by name and deleted only if
-    they carry this lab's mark. Raises UsageError if nothing of the lab exists.
+    Undoes what the journal says was done, newest first (deleting a namespace takes all in it), then
+    sweeps what is left by name: a namespace is deleted only if it carries this lab's mark, so this
+    works without journal or state too (after a crash, or a kill -9 of `up`). Raises UsageError if
+    nothing of the lab exists.
     """
+    from .kernel import apply as kapply
     from .kernel import netns, observe, procs
     from .kernel.session import Session
     model.check_name(lab)
@@ -108,16 +141,28 @@ def down(lab: str) -> DownResult:
     started = time.monotonic()
     had_state = state.load(lab) is not None
     with state.locked(lab):
-        with Session() as s:
-            owned = sorted(observe.owned_namespaces(s, lab))
-        if not owned and not had_state:
-            state.remove(lab)
-            raise UsageError(f"no lab named '{lab}' is up (see `nslab status`)")
-        ended = procs.end_all(owned)
-        for ns in owned:
-            netns.delete(ns)
+        with state.Journal(lab) as journal, Session() as s:
+            steps, pending = journal.steps(), journal.pending()
+            marked = observe.owned_namespaces(s, lab)
+            s.marks.update({ns: names.mark(*owner) for ns, owner in marked.items()})  # read just now
+            owned = sorted(marked)
+            if not owned and not had_state and not steps and not pending:
+                state.remove(lab)
+                raise UsageError(f"no lab named '{lab}' is up (see `nslab status`)")
+            candidates = set(owned) | {a.ns for a, _ in steps if type(a).__name__ == "AddNetns"} | {
+                a.ns for a in pending}
+            existed = sorted(n for n in candidates if netns.exists(n))
+            ended = procs.end_all(owned)  # one pass over /proc for the whole lab, not one per namespace
+            s.emptied.update(owned)
+            kapply.finish_unfinished(s, journal)
+            kapply.undo(s, steps, journal, strict=False)
+            for ns in owned:  # the sweep: marked as this lab's (read above), but not in the journal
+                if netns.exists(ns):
+                    s.forget(ns)
+                    netns.delete(ns)
         state.remove(lab)
-    return DownResult(lab, owned, ended, time.monotonic() - started)
+    gone = [n for n in existed if not netns.exists(n)]
+    return DownResult(lab, gone, ended, time.monotonic() - started)
 
 
 def lab_name(arg: str) -> str:
@@ -160,7 +205,7 @@ def status(lab: str, connections: bool = False, settle: bool = True) -> dict:
     from .kernel.session import Session
     require_root()
     topo = topology_of(lab)
-    st = state.load(lab) or {}
+    steps = state.Journal(lab).steps()  # the apps it started, with their pids
     out = {"lab": lab, "description": topo.description, "nodes": [], "switches": list(topo.switches)}
     with Session() as s:
         for node in topo.nodes:
@@ -173,7 +218,7 @@ def status(lab: str, connections: bool = False, settle: bool = True) -> dict:
                 entry["interfaces"] = [i for i in observe.interfaces(s, ns) if i["name"] in declared or
                                        (i["name"] == "lo" and len(i["addresses"]) > 1) or
                                        (i["name"] not in ("lo",) and (i["up"] or i["addresses"]))]
-            entry["apps"] = procs.StartApp.recorded(st.get("known", {}), ns)
+            entry["apps"] = procs.recorded_apps(steps, ns)
             out["nodes"].append(entry)
         out["services"] = [_service_status(s, topo, svc, connections, settle) for svc in topo.services]
     return out

@@ -155,9 +155,9 @@ def cmd_up(args):
     result = lab.up(progress=_progress_printer(args.quiet))
     if args.quiet:
         return 0
-    done = "built" if result.changed else "already up, nothing changed"
-    print(f"lab '{result.lab}' {done}: {len(result.changed)} of {result.total} steps applied "
-          f"in {result.seconds:.2f} s")
+    done = "built" if result.changed or result.removed else "already up, nothing changed"
+    print(f"lab '{result.lab}' {done}: {len(result.changed)} of {result.total} steps applied, "
+          f"{len(result.removed)} removed, in {result.seconds:.2f} s")
     _print_nodes(api.status(result.lab, settle=False))
     print("\ntry:")
     for line in _next_steps(lab.topo, result.lab):
@@ -267,17 +267,45 @@ def cmd_load(args):
 
 def cmd_plan(args):
     topo = api.load_topology(args.file)
+    changes = api.plan_changes(topo)  # None when the lab is down: then the whole plan
+    if changes is not None:
+        return _print_plan_changes(changes, args)
     actions = api.plan(topo)
     if args.json:
-        print(json.dumps([{"action": type(a).__name__, "namespace": a.ns, "reason": a.reason,
-                           "commands": a.commands()} for a in actions], indent=1))
+        print(json.dumps([_plan_item(a) for a in actions], indent=1))
         return 0
     print(f"# lab '{topo.name}': {len(actions)} steps. Every line can be typed by hand, as root.")
+    _print_steps(actions, args.no_reasons)
+    return 0
+
+
+def _plan_item(a):
+    return {"action": type(a).__name__, "namespace": a.ns, "reason": a.reason, "commands": a.commands()}
+
+
+def _print_steps(actions, no_reasons, prefix="", why=""):
+    """Each action's commands; consecutive actions with one reason under one '# reason' line."""
+    last = None
     for a in actions:
-        if not args.no_reasons:
-            print(f"\n# {a.reason}")
+        if not no_reasons and a.reason != last:
+            print(f"\n# {why}{a.reason}")
+        last = a.reason
         for c in a.commands():
-            print(c)
+            print(prefix + c)
+
+
+def _print_plan_changes(changes, args):
+    if args.json:
+        print(json.dumps({"lab": changes.lab, "up": True, "remove": [_plan_item(a) for a in changes.remove],
+                          "add": [_plan_item(a) for a in changes.add]}, indent=1))
+        return 0
+    if not changes.add and not changes.remove:
+        print(f"# lab '{changes.lab}' is up and matches the file: `nslab up` would change nothing.")
+        return 0
+    print(f"# lab '{changes.lab}' is up: `nslab up` would remove {len(changes.remove)} and apply "
+          f"{len(changes.add)} of the file's {changes.total} steps ('-': undone, newest first; '+': applied).")
+    _print_steps(changes.remove, args.no_reasons, "- ", "no longer in the file: ")
+    _print_steps(changes.add, args.no_reasons, "+ ")
     return 0
 
 

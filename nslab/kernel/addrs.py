@@ -3,7 +3,16 @@
 import errno
 from ipaddress import IPv4Interface, IPv4Network
 
-from pyroute2.netlink.exceptions import NetlinkError
+from . import netns
+
+MAIN_TABLE = 254
+# What the kernel answers when the thing a delete names is already gone: that is what undo wanted.
+GONE = (errno.ENOENT, errno.ESRCH, errno.ENODEV, errno.EADDRNOTAVAIL)
+
+
+def _netlink_error():
+    from pyroute2.netlink.exceptions import NetlinkError  # late: importing pyroute2 costs ~0.2 s
+    return NetlinkError
 
 
 def _has_addr(s, ns, dev, cidr):
@@ -15,7 +24,10 @@ def _has_addr(s, ns, dev, cidr):
                for m in s.ipr(ns).get_addr(index=idx, family=2))
 
 
-class AddAddress:
+class AddressExecutor:
+    """Undo data: None when do() added the address (undo deletes it); "existed" when the kernel already
+    had it (EEXIST: undo leaves it)."""
+
     @staticmethod
     def done(s, a):
         return _has_addr(s, a.ns, a.dev, a.cidr)
@@ -23,51 +35,90 @@ class AddAddress:
     @staticmethod
     def do(s, a):
         iface = IPv4Interface(a.cidr)
-        s.ipr(a.ns).addr("add", index=s.index(a.ns, a.dev), address=str(iface.ip),
-                         prefixlen=iface.network.prefixlen)
+        try:
+            s.ipr(a.ns).addr("add", index=s.index(a.ns, a.dev), address=str(iface.ip),
+                             prefixlen=iface.network.prefixlen)
+        except _netlink_error() as e:
+            if e.code != errno.EEXIST:
+                raise
+            return "existed"
+        return None
 
     @staticmethod
-    def undo(s, a):
+    def undo(s, a, undo_data):
+        idx = s.index(a.ns, a.dev) if undo_data is None and netns.exists(a.ns) else None
+        if idx is None:
+            return
         iface = IPv4Interface(a.cidr)
-        s.ipr(a.ns).addr("del", index=s.index(a.ns, a.dev), address=str(iface.ip),
-                         prefixlen=iface.network.prefixlen)
+        try:
+            s.ipr(a.ns).addr("del", index=idx, address=str(iface.ip), prefixlen=iface.network.prefixlen)
+        except _netlink_error() as e:
+            if e.code not in GONE:
+                raise
 
 
-def _route_spec(s, a):
-    net = IPv4Network("0.0.0.0/0" if a.to == "default" else a.to)
-    spec = {"dst": str(net.network_address), "dst_len": net.prefixlen}
-    if a.via:
-        spec["gateway"] = a.via
-    if a.dev:
-        spec["oif"] = s.index(a.ns, a.dev)
+def _prefix(to: str) -> dict:
+    net = IPv4Network("0.0.0.0/0" if to == "default" else to)
+    return {"dst": str(net.network_address), "dst_len": net.prefixlen, "table": MAIN_TABLE}
+
+
+def _route_spec(s, ns, to, via, dev):
+    spec = _prefix(to)
+    if via:
+        spec["gateway"] = via
+    if dev:
+        spec["oif"] = s.index(ns, dev)
     return spec
 
 
-class AddRoute:
+def _find_route(s, a):
+    """The main table's route to a.to (a netlink message), or None."""
+    want = _prefix(a.to)
+    for r in s.ipr(a.ns).get_routes(family=2, table=MAIN_TABLE):
+        if (r.get("dst") or "0.0.0.0") == want["dst"] and r["dst_len"] == want["dst_len"]:
+            return r
+    return None
+
+
+class RouteExecutor:
+    """The main table's route to a prefix; its next hop and device are changed in place. Undo data: None
+    when do() added the route (undo deletes it), else the {"via", "dev"} it replaced (undo puts it back)."""
+
     @staticmethod
     def done(s, a):
-        spec = _route_spec(s, a)
-        for r in s.ipr(a.ns).get_routes(family=2, table=254):
-            if ((r.get("dst") or "0.0.0.0") == spec["dst"] and r["dst_len"] == spec["dst_len"]
-                    and r.get("gateway") == spec.get("gateway")
-                    and ("oif" not in spec or r.get("oif") == spec["oif"])):
-                return True
-        return False
+        r = _find_route(s, a)
+        return r is not None and r.get("gateway") == a.via and (not a.dev or r.get("oif") == s.index(a.ns, a.dev))
 
     @staticmethod
     def do(s, a):
+        ipr = s.ipr(a.ns)
         try:
-            s.ipr(a.ns).route("add", **_route_spec(s, a))
-        except NetlinkError as e:
-            if e.code == errno.EEXIST:
-                # Another route to the same prefix: replace it, the topology is the truth.
-                s.ipr(a.ns).route("replace", **_route_spec(s, a))
-            else:
+            ipr.route("add", **_route_spec(s, a.ns, a.to, a.via, a.dev))
+            return None
+        except _netlink_error() as e:
+            if e.code != errno.EEXIST:
                 raise
+        # Another route to the same prefix: replace it (the topology is the truth), remembering it.
+        r = _find_route(s, a)
+        oif = r.get("oif") if r else None
+        before = {"via": r.get("gateway") if r else None,
+                  "dev": s.ipr(a.ns).get_links(oif)[0].get("ifname") if oif else None}
+        ipr.route("replace", **_route_spec(s, a.ns, a.to, a.via, a.dev))
+        return before
 
     @staticmethod
-    def undo(s, a):
-        s.ipr(a.ns).route("del", **_route_spec(s, a))
+    def undo(s, a, before):
+        if not netns.exists(a.ns):
+            return
+        ipr = s.ipr(a.ns)
+        try:
+            if before is None:
+                ipr.route("del", **_prefix(a.to))
+            else:
+                ipr.route("replace", **_route_spec(s, a.ns, a.to, before["via"], before["dev"]))
+        except _netlink_error() as e:
+            if e.code not in GONE:
+                raise
 
 
 NUD_PERMANENT, NUD_NOARP = 0x80, 0x40
@@ -82,7 +133,7 @@ def flush_neighbours(s, ns: str) -> int:
         try:
             ipr.neigh("del", dst=entry.get("dst"), ifindex=entry["ifindex"])
             n += 1
-        except NetlinkError as e:
+        except _netlink_error() as e:
             if e.code != errno.ENOENT:  # gone meanwhile: that is what we wanted
                 raise
     return n

@@ -1,11 +1,12 @@
 """IPVS services and real servers through pyroute2's generic-netlink IPVS socket, in the director's namespace."""
 
+import errno
 import socket
 import time
 from enum import IntEnum
 
 from ..plan import actions as A
-from . import apply, netns
+from . import netns
 
 IP_VS_SVC_F_PERSISTENT = 0x1
 STATS_FOLD_S = 2.0  # the kernel's estimator folds per-CPU counters into the readable ones every 2 s
@@ -33,15 +34,36 @@ def _sock(s, ns):
     return s.socket(ns, "ipvs", make)
 
 
-def _service(a):
+def _service(a, settings=None):
+    """The pyroute2 service an action names; with its scheduler and persistence from settings (default: the
+    action's own, for an IpvsService)."""
     from pyroute2 import IPVSService
     spec = {"addr": a.vip, "port": a.port, "protocol": PROTOCOLS[a.protocol]}
-    if isinstance(a, A.IpvsService):
-        spec["sched_name"] = a.scheduler
-        if a.persistence:
+    if settings is None and isinstance(a, A.IpvsService):
+        settings = {"scheduler": a.scheduler, "persistence": a.persistence}
+    if settings:
+        spec["sched_name"] = settings["scheduler"]
+        if settings["persistence"]:
             spec["flags"] = {"flags": IP_VS_SVC_F_PERSISTENT, "mask": 0xFFFF}
-            spec["timeout"] = a.persistence
+            spec["timeout"] = settings["persistence"]
     return IPVSService(**spec)
+
+
+def _settings(attrs):
+    """{"scheduler", "persistence"} of a dumped service."""
+    persistent = attrs.get("IPVS_SVC_ATTR_FLAGS", {}).get("flags", 0) & IP_VS_SVC_F_PERSISTENT
+    return {"scheduler": attrs.get("IPVS_SVC_ATTR_SCHED_NAME"),
+            "persistence": attrs.get("IPVS_SVC_ATTR_TIMEOUT") if persistent else None}
+
+
+def _ignoring_gone(call, *args, **kwargs):
+    """call(...), where "no such service/destination" (ESRCH, ENOENT) means undo has nothing left to do."""
+    from pyroute2.netlink.exceptions import NetlinkError
+    try:
+        call(*args, **kwargs)
+    except NetlinkError as e:
+        if e.code not in (errno.ESRCH, errno.ENOENT):
+            raise
 
 
 def _attrs(msg, nla):
@@ -57,24 +79,29 @@ def _find_service(s, a):
     return None
 
 
-class IpvsService:
+class IpvsServiceExecutor:
+    """A virtual service; scheduler and persistence are changed in place. Undo data: None when do() added
+    the service (undo deletes it, its real servers with it), else the {"scheduler", "persistence"} it had."""
+
     @staticmethod
     def done(s, a):
         attrs = _find_service(s, a)
-        if not attrs:
-            return False
-        persistent = attrs.get("IPVS_SVC_ATTR_FLAGS", {}).get("flags", 0) & IP_VS_SVC_F_PERSISTENT
-        return (attrs.get("IPVS_SVC_ATTR_SCHED_NAME") == a.scheduler
-                and bool(persistent) == bool(a.persistence)
-                and (not a.persistence or attrs.get("IPVS_SVC_ATTR_TIMEOUT") == a.persistence))
+        return bool(attrs) and _settings(attrs) == {"scheduler": a.scheduler, "persistence": a.persistence or None}
 
     @staticmethod
     def do(s, a):
-        _sock(s, a.ns).service("set" if _find_service(s, a) else "add", service=_service(a))
+        attrs = _find_service(s, a)
+        _sock(s, a.ns).service("set" if attrs else "add", service=_service(a))
+        return _settings(attrs) if attrs else None
 
     @staticmethod
-    def undo(s, a):
-        _sock(s, a.ns).service("del", service=_service(a))
+    def undo(s, a, before):
+        if not netns.exists(a.ns):
+            return
+        if before is None:
+            _ignoring_gone(_sock(s, a.ns).service, "del", service=_service(a))
+        else:
+            _ignoring_gone(_sock(s, a.ns).service, "set", service=_service(a, before))
 
 
 def _dests(s, a):
@@ -85,30 +112,42 @@ def _dests(s, a):
     return out
 
 
-def _dest(a):
+def _dest(a, weight=None, method=None):
     from pyroute2 import IPVSDest
-    return IPVSDest(addr=a.rip, port=a.rport, weight=a.weight, fwd_method=int(Method.of(a.method)))
+    return IPVSDest(addr=a.rip, port=a.rport, weight=a.weight if weight is None else weight,
+                    fwd_method=int(Method.of(method or a.method)))
 
 
-class IpvsDest:
+def _dest_settings(attrs):
+    """{"weight", "method"} of a dumped real server."""
+    method = Method(attrs.get("IPVS_DEST_ATTR_FWD_METHOD", 0) & 0x7).name.lower()
+    return {"weight": attrs.get("IPVS_DEST_ATTR_WEIGHT"), "method": method}
+
+
+class IpvsDestExecutor:
+    """A real server of a service; weight and forwarding method are changed in place. Undo data: None when
+    do() added it (undo deletes it), else the {"weight", "method"} it had."""
+
     @staticmethod
     def done(s, a):
         attrs = _dests(s, a).get((a.rip, a.rport))
-        return bool(attrs) and (attrs.get("IPVS_DEST_ATTR_WEIGHT") == a.weight
-                                and attrs.get("IPVS_DEST_ATTR_FWD_METHOD") == int(Method.of(a.method)))
+        return bool(attrs) and _dest_settings(attrs) == {"weight": a.weight, "method": a.method}
 
     @staticmethod
     def do(s, a):
-        exists = (a.rip, a.rport) in _dests(s, a)
-        _sock(s, a.ns).dest("set" if exists else "add", service=_service(a), dest=_dest(a))
+        attrs = _dests(s, a).get((a.rip, a.rport))
+        _sock(s, a.ns).dest("set" if attrs else "add", service=_service(a), dest=_dest(a))
+        return _dest_settings(attrs) if attrs else None
 
     @staticmethod
-    def undo(s, a):
-        _sock(s, a.ns).dest("del", service=_service(a), dest=_dest(a))
-
-
-apply.register(A.IpvsService, IpvsService)
-apply.register(A.IpvsDest, IpvsDest)
+    def undo(s, a, before):
+        if not netns.exists(a.ns):
+            return
+        if before is None:
+            _ignoring_gone(_sock(s, a.ns).dest, "del", service=_service(a), dest=_dest(a))
+        else:
+            _ignoring_gone(_sock(s, a.ns).dest, "set", service=_service(a),
+                           dest=_dest(a, before["weight"], before["method"]))
 
 STAT_KEYS = {"IPVS_STATS_ATTR_CONNS": "conns", "IPVS_STATS_ATTR_INPKTS": "inpkts",
              "IPVS_STATS_ATTR_OUTPKTS": "outpkts", "IPVS_STATS_ATTR_INBYTES": "inbytes",

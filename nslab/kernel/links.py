@@ -1,6 +1,6 @@
 """Namespaces (with their ownership mark), bridges, veth pairs and the ipip tunnel device."""
 
-import contextlib
+import errno
 import subprocess
 import time
 
@@ -12,11 +12,20 @@ IFF_UP = 1
 
 
 def read_mark(s, ns: str) -> str | None:
-    links = s.ipr(ns).get_links(1)  # lo is always index 1
-    return links[0].get("ifalias") if links else None
+    """The ownership mark (lo's alias) of ns, read once a session."""
+    if ns not in s.marks:
+        links = s.ipr(ns).get_links(1)  # lo is always index 1
+        s.marks[ns] = links[0].get("ifalias") if links else None
+    return s.marks[ns]
 
 
-class AddNetns:
+class NetnsExecutor:
+    """Undo data: None. journal_first: apply journals the step before do(), since a kill between creating
+    the namespace and marking it would leave one that nothing names and no mark proves ours; the next up or
+    down then calls undo_unfinished()."""
+
+    journal_first = True
+
     @staticmethod
     def done(s, a):
         if not netns.exists(a.ns):
@@ -32,14 +41,39 @@ class AddNetns:
 
     @staticmethod
     def do(s, a):
-        netns.create(a.ns)
+        netns.create(a.ns)  # FileExistsError if the name is taken: nothing made
+        try:
+            s.ipr(a.ns).link("set", index=1, ifalias=a.mark, state="up")
+        except BaseException:  # all or nothing: never leave a namespace without its mark
+            s.forget(a.ns)
+            netns.delete(a.ns)
+            raise
         s.fresh.add(a.ns)
-        ipr = s.ipr(a.ns)
-        ipr.link("set", index=1, ifalias=a.mark, state="up")
+        s.marks[a.ns] = a.mark
 
     @staticmethod
-    def undo(s, a):
-        procs.end_all([a.ns])
+    def undo(s, a, undo_data):
+        """End what runs in the namespace and delete it, if it still carries this lab's mark."""
+        NetnsExecutor._delete(s, a, unmarked_too=False)
+
+    @staticmethod
+    def undo_unfinished(s, a):
+        """Undo a do() that was cut short: the namespace may have no mark yet, or be only the name file
+        netns.create makes before it mounts one (create() refuses a name that exists, so it is ours)."""
+        NetnsExecutor._delete(s, a, unmarked_too=True)
+
+    @staticmethod
+    def _delete(s, a, unmarked_too: bool):
+        if not netns.exists(a.ns):
+            return
+        try:
+            mark = read_mark(s, a.ns)
+        except OSError:  # not a namespace (yet)
+            mark = None
+        if mark != a.mark and not (unmarked_too and not mark):
+            return  # not ours (any more): never delete it
+        if a.ns not in s.emptied:
+            procs.end_all([a.ns])
         s.forget(a.ns)
         netns.delete(a.ns)
 
@@ -49,31 +83,59 @@ def _is_up(s, ns, name):
     return idx is not None and s.ipr(ns).get_links(idx)[0]["flags"] & IFF_UP
 
 
-class AddBridge:
+def _delete_link(s, ns, name):
+    from pyroute2.netlink.exceptions import NetlinkError
+    idx = s.index(ns, name) if netns.exists(ns) else None
+    if idx is not None:
+        try:
+            s.ipr(ns).link("del", index=idx)
+        except NetlinkError as e:
+            if e.code != errno.ENODEV:  # gone already (its veth peer went): what we wanted
+                raise
+    s.forget_link(ns, name)
+
+
+def _set_up(s, ns, name, up: bool):
+    idx = s.index(ns, name) if netns.exists(ns) else None
+    if idx is not None:
+        s.ipr(ns).link("set", index=idx, state="up" if up else "down")
+
+
+class BridgeExecutor:
+    """Undo data: None when do() made the bridge (undo deletes it), "was-down" when it only brought an
+    existing one up (undo brings it down again)."""
+
     @staticmethod
     def done(s, a):
         return bool(_is_up(s, a.ns, a.name))
 
     @staticmethod
     def do(s, a):
-        ipr = s.ipr(a.ns)
-        if s.index(a.ns, a.name) is None:
-            ipr.link("add", ifname=a.name, kind="bridge")
-        ipr.link("set", index=s.index(a.ns, a.name), state="up")
+        made = s.index(a.ns, a.name) is None
+        if made:
+            s.ipr(a.ns).link("add", ifname=a.name, kind="bridge")
+        s.ipr(a.ns).link("set", index=s.index(a.ns, a.name), state="up")
+        return None if made else "was-down"
 
     @staticmethod
-    def undo(s, a):
-        _delete_link(s, a.ns, a.name)
+    def undo(s, a, undo_data):
+        if undo_data is None:
+            _delete_link(s, a.ns, a.name)
+        else:
+            _set_up(s, a.ns, a.name, False)
 
 
-def _delete_link(s, ns, name):
-    idx = s.index(ns, name) if netns.exists(ns) else None
-    if idx is not None:
-        s.ipr(ns).link("del", index=idx)
-    s.forget_link(ns, name)
+def _link_settings(s, ns, name):
+    link = s.ipr(ns).get_links(s.index(ns, name))[0]
+    master = link.get("master")
+    masters = [m.get("ifname") for m in s.ipr(ns).get_links(master)] if master else [None]
+    return {"up": bool(link["flags"] & IFF_UP), "mac": link.get("address"), "master": masters[0]}
 
 
-class AddVeth:
+class VethExecutor:
+    """Undo data: None when do() made the pair (undo deletes it, and the peer with it); else the settings
+    do() changed on an existing pair (undo puts them back)."""
+
     @staticmethod
     def done(s, a):
         if not (_is_up(s, a.ns, a.name) and _is_up(s, a.peer_ns, a.peer)):
@@ -88,29 +150,44 @@ class AddVeth:
 
     @staticmethod
     def do(s, a):
-        ipr, pipr = s.ipr(a.ns), s.ipr(a.peer_ns)
+        ipr = s.ipr(a.ns)
+        before = None
         if s.index(a.ns, a.name) is None:
             if s.index(a.peer_ns, a.peer) is not None:
                 raise KernelError(f"{a.peer_ns} already has an interface '{a.peer}' that nslab did not cable")
             ipr.link("add", ifname=a.name, kind="veth", peer={"ifname": a.peer, "net_ns_fd": s.ns_fd(a.peer_ns)})
-        pidx = s.index(a.peer_ns, a.peer)
-        if a.peer_mac:
-            pipr.link("set", index=pidx, address=a.peer_mac)
-        extra = {"master": s.index(a.ns, a.master)} if a.master else {}
-        if a.mac:
-            extra["address"] = a.mac
-        ipr.link("set", index=s.index(a.ns, a.name), state="up", **extra)
-        pipr.link("set", index=pidx, state="up")
+        else:
+            before = {"end": _link_settings(s, a.ns, a.name), "peer": _link_settings(s, a.peer_ns, a.peer)}
+        _configure(s, a.ns, a.name, state="up", address=a.mac, master=a.master)
+        _configure(s, a.peer_ns, a.peer, state="up", address=a.peer_mac)
+        return before
 
     @staticmethod
-    def undo(s, a):
-        _delete_link(s, a.ns, a.name)  # the peer goes with it
-        s.forget_link(a.peer_ns, a.peer)
+    def undo(s, a, before):
+        if before is None:
+            _delete_link(s, a.ns, a.name)  # the peer goes with it
+            s.forget_link(a.peer_ns, a.peer)
+            return
+        for ns, name, was in ((a.ns, a.name, before["end"]), (a.peer_ns, a.peer, before["peer"])):
+            if netns.exists(ns) and s.index(ns, name) is not None:
+                _configure(s, ns, name, state="up" if was["up"] else "down", address=was["mac"],
+                           master=was["master"] or 0)
 
 
-class AddTunnel:
+def _configure(s, ns, name, state, address=None, master=None):
+    """Set a link's state, and its MAC and bridge (a name; 0 for none) when given."""
+    extra = {}
+    if address:
+        extra["address"] = address
+    if master is not None:
+        extra["master"] = s.index(ns, master) if master else 0
+    s.ipr(ns).link("set", index=s.index(ns, name), state=state, **extra)
+
+
+class TunnelExecutor:
     """tunl0, the ipip fallback device: it appears in every namespace once the ipip module is loaded, so we
-    load the module if tunl0 is missing (`modprobe ipip`, as the plan prints), wait for it, and bring it up."""
+    load the module if tunl0 is missing (`modprobe ipip`, as the plan prints), wait for it, and bring it up;
+    undo brings it down again. Undo data: None."""
 
     FB_KEY = "net.core.fb_tunnels_only_for_init_net"
     LOAD_TIMEOUT = 60  # seconds: loading a module inside an emulated VM is slow
@@ -123,13 +200,13 @@ class AddTunnel:
     def do(s, a):
         idx = s.index(a.ns, a.name)
         if idx is None:
-            idx = AddTunnel._load_ipip(s, a)
+            idx = TunnelExecutor._load_ipip(s, a)
         s.ipr(a.ns).link("set", index=idx, state="up")
 
     @staticmethod
     def _load_ipip(s, a) -> int:
         """Load ipip and return tunl0's index in a.ns. Raises EnvironmentMissing, KernelError."""
-        key = AddTunnel.FB_KEY
+        key = TunnelExecutor.FB_KEY
         try:  # a global sysctl, shown only in the host's namespace (where nslab itself runs)
             with open("/proc/sys/" + key.replace(".", "/")) as f:
                 fb = f.read().strip()
@@ -142,26 +219,25 @@ class AddTunnel:
                 "then `nslab down` the lab and `nslab up` it again")
         try:
             loaded = subprocess.run(["modprobe", "ipip"], stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                                    timeout=AddTunnel.LOAD_TIMEOUT)
+                                    timeout=TunnelExecutor.LOAD_TIMEOUT)
         except FileNotFoundError:
             raise EnvironmentMissing(f"{a.ns} has no {a.name} and modprobe (kmod) is not installed to load the "
                                      "ipip module LVS TUN needs: apt-get install kmod") from None
         except subprocess.TimeoutExpired:
-            raise KernelError(f"`modprobe ipip` did not finish within {AddTunnel.LOAD_TIMEOUT} s") from None
+            raise KernelError(f"`modprobe ipip` did not finish within {TunnelExecutor.LOAD_TIMEOUT} s") from None
         if loaded.returncode != 0:
             why = " | ".join(loaded.stderr.strip().splitlines()[-2:]) or f"exit status {loaded.returncode}"
             raise EnvironmentMissing(f"{a.ns} has no {a.name} and `modprobe ipip` failed ({why}): the running "
                                      "kernel cannot load the ipip module LVS TUN needs (run the lab inside "
                                      "`nslab vm -- nslab up ...`)")
-        deadline = time.monotonic() + AddTunnel.LOAD_TIMEOUT
+        deadline = time.monotonic() + TunnelExecutor.LOAD_TIMEOUT
         while (idx := s.index(a.ns, a.name)) is None:
             if time.monotonic() > deadline:
                 raise KernelError(f"`modprobe ipip` succeeded but no {a.name} appeared in {a.ns} within "
-                                  f"{AddTunnel.LOAD_TIMEOUT} s")
+                                  f"{TunnelExecutor.LOAD_TIMEOUT} s")
             time.sleep(0.05)
         return idx
 
     @staticmethod
-    def undo(s, a):
-        with contextlib.suppress(Exception):
-            s.ipr(a.ns).link("set", index=s.index(a.ns, a.name), state="down")
+    def undo(s, a, undo_data):
+        _set_up(s, a.ns, a.name, False)

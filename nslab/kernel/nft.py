@@ -40,7 +40,7 @@ def _tag(a):
     return a.comment
 
 
-class Masquerade:
+class MasqueradeExecutor:
     @staticmethod
     def done(s, a):
         nft = _nft(a.ns)

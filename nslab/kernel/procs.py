@@ -121,46 +121,40 @@ def end_all(namespaces) -> int:
     return len(pids)
 
 
-class StartApp:
-    @staticmethod
-    def key(a):
-        return f"app:{a.ns}:{a.kind}:{a.port}"
+def recorded_apps(entries, ns: str) -> list[dict]:
+    """The apps the journal's (action, pid) entries record in ns: kind, port, pid and whether it still runs
+    (an app started again is listed once, with its newest pid)."""
+    newest = {a.identity(): (a, pid) for a, pid in entries if type(a).__name__ == "StartApp" and a.ns == ns}
+    return [{"kind": a.kind, "port": a.port, "pid": pid, "running": bool(pid) and alive_in(pid, ns)}
+            for a, pid in newest.values()]
 
-    @staticmethod
-    def recorded(known: dict, ns: str) -> list[dict]:
-        """The apps a lab's state records in ns: kind, port, pid and whether it still runs."""
-        out = []
-        for key, pid in known.items():
-            if key.startswith(f"app:{ns}:"):
-                _, _, kind, port = key.split(":")
-                out.append({"kind": kind, "port": int(port), "pid": pid, "running": alive_in(pid, ns)})
-        return out
+
+class AppExecutor:
+    """A built-in app, started in the background. Undo data: its pid (undo ends exactly that process, if it
+    still runs in that namespace); done() asks whether the pid the journal holds still runs."""
 
     @staticmethod
     def done(s, a):
-        pid = s.known.get(StartApp.key(a))
+        pid = s.journalled.get(a.identity())
         return bool(pid) and alive_in(pid, a.ns)
 
     @staticmethod
     def do(s, a):
-        log = os.path.join(s.run_dir, f"{a.node}-{a.kind}.log")
-        s.known[StartApp.key(a)] = spawn(a.ns, a.app_argv(), log)
+        return spawn(a.ns, a.app_argv(), os.path.join(s.run_dir, f"{a.node}-{a.kind}.log"))
 
     @staticmethod
-    def undo(s, a):
-        pid = s.known.pop(StartApp.key(a), None)
-        if pid:
+    def undo(s, a, pid):
+        if pid and netns.exists(a.ns) and alive_in(pid, a.ns):
             end([pid])
 
 
-class Exec:
-    @staticmethod
-    def key(a):
-        return f"exec:{a.ns}:" + "\0".join(a.argv)
+class ExecExecutor:
+    """A start-up command: run once, so done() means the journal holds it. Undo data: None; undo does
+    nothing (a command cannot be unrun; what it made goes with its namespace)."""
 
     @staticmethod
     def done(s, a):
-        return bool(s.known.get(Exec.key(a)))
+        return a.identity() in s.journalled
 
     @staticmethod
     def do(s, a):
@@ -168,8 +162,7 @@ class Exec:
         status = run(a.ns, a.argv, log)
         if status != 0:
             raise KernelError(f"nodes.{a.node}.exec: {' '.join(a.argv)} exited with {status}: {_tail(log)}")
-        s.known[Exec.key(a)] = True
 
     @staticmethod
-    def undo(s, a):
-        s.known.pop(Exec.key(a), None)
+    def undo(s, a, undo_data):
+        pass

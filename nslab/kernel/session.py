@@ -8,13 +8,16 @@ from . import netns
 class Session:
     """Holds the sockets of one apply/observe run; close() releases them."""
 
-    def __init__(self, run_dir: str | None = None, known: dict | None = None):
+    def __init__(self, run_dir: str | None = None, journalled: dict | None = None):
         self._socks = {}
         self._fds = {}
         self.run_dir = run_dir  # where app logs go (/run/nslab/<lab>)
-        self.known = dict(known or {})  # state carried between runs: app pids, execs done
-        self.undo_data = {}  # action -> what its undo needs (old sysctl values, pids)
+        # action identity -> the undo data of its latest journalled step: what earlier runs made (an app's
+        # pid, an exec that ran); apply adds this run's steps
+        self.journalled = dict(journalled or {})
         self.fresh = set()  # namespaces this run created: nothing in them can be in place yet
+        self.emptied = set()  # namespaces whose processes this run has ended already
+        self.marks = {}  # namespace -> the ownership mark on its lo, as read (or set) this run
         self._index = {}  # (ns, ifname) -> ifindex; lookups dominate apply time otherwise
 
     def socket(self, ns: str, kind: str, factory):
@@ -52,6 +55,7 @@ class Session:
         for key in [k for k in self._socks if k[1] == ns]:
             self._socks.pop(key).close()
         self._index = {k: v for k, v in self._index.items() if k[0] != ns}
+        self.marks.pop(ns, None)
         fd = self._fds.pop(ns, None)
         if fd is not None:
             os.close(fd)

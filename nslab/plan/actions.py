@@ -2,7 +2,16 @@
 
 import shlex
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+
+# The fields that name the object an action makes: two actions with the same identity make the same object,
+# and `up` changes the other fields (a route's next hop, a real server's weight, a sysctl's value) in place.
+# A kind not listed here is named by all its fields.
+IDENTITY = {
+    "AddNetns": (), "AddBridge": ("name",), "AddVeth": ("name", "peer_ns", "peer"), "AddTunnel": ("name",),
+    "Sysctl": ("key",), "AddAddress": ("dev", "cidr"), "AddRoute": ("to",),
+    "IpvsService": ("protocol", "vip", "port"), "IpvsDest": ("protocol", "vip", "port", "rip", "rport"),
+}
 
 
 @dataclass(frozen=True)
@@ -15,6 +24,37 @@ class Action:
 
     def commands(self) -> list[str]:
         return [shlex.join(a) for a in self.argvs()]
+
+    def identity(self) -> tuple:
+        """(kind, namespace, the fields that name the object): what the journal and a new plan are matched by."""
+        kind = type(self).__name__
+        names = IDENTITY.get(kind)
+        if names is None:
+            names = tuple(f.name for f in fields(self) if f.compare and f.name != "ns")
+        return (kind, self.ns, *(getattr(self, n) for n in names))
+
+    def record(self) -> dict:
+        """The action as JSON-ready data, {"kind": ..., "fields": {...}}: enough to rebuild it (see rebuild)."""
+        values = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            values[f.name] = list(value) if isinstance(value, tuple) else value
+        return {"kind": type(self).__name__, "fields": values}
+
+    @staticmethod
+    def rebuild(record: dict) -> "Action":
+        """The action a record() came from. Raises KeyError for a kind this version doesn't know."""
+        cls = _kinds()[record["kind"]]
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in record["fields"].items()})
+
+
+def _kinds() -> dict:
+    out, todo = {}, [Action]
+    while todo:
+        for sub in todo.pop().__subclasses__():
+            out[sub.__name__] = sub
+            todo.append(sub)
+    return out
 
 
 def _ip(ns, *words):
@@ -33,12 +73,17 @@ class AddNetns(Action):
 
 
 @dataclass(frozen=True)
-class Sysctls(Action):
-    values: tuple[tuple[str, str], ...] = ()
-    optional: bool = False  # the keys may not exist on every kernel (e.g. bridge-nf-call-*)
+class Sysctl(Action):
+    """One sysctl key of a namespace set to a value; undone by restoring the value it had before."""
+
+    key: str = ""
+    value: str = ""
+    optional: bool = False  # the key may not exist on every kernel (bridge-nf-call-* without br_netfilter)
 
     def argvs(self):
-        return [["ip", "netns", "exec", self.ns, "sysctl", "-q", "-w", *(f"{k}={v}" for k, v in self.values)]]
+        # -e: a shell replaying the plan goes on past an optional key this kernel lacks
+        flags = ["-q", "-e", "-w"] if self.optional else ["-q", "-w"]
+        return [["ip", "netns", "exec", self.ns, "sysctl", *flags, f"{self.key}={self.value}"]]
 
 
 @dataclass(frozen=True)

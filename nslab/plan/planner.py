@@ -4,7 +4,8 @@ from ..model import names
 from ..model.resolve import ResolvedLab
 from ..model.schema import Forward
 from .actions import (AddAddress, AddBridge, AddNetns, AddRoute, AddTunnel, AddVeth, Exec, IpvsDest,
-                      IpvsService, Masquerade, StartApp, Sysctls)
+                      IpvsService, Masquerade, StartApp, Sysctl)
+
 
 class _Sysctls:
     """Per-namespace sysctl values; a later layer (derived, then the user's) overrides an earlier one,
@@ -17,12 +18,13 @@ class _Sysctls:
         self.values.setdefault(ns, {})[key] = (str(value), reason)
 
     def actions(self, ns, interface_keys: bool):
-        """Grouped by reason, in first-seen order; interface keys (conf.<ifname>.*) only after links."""
+        """One action per key, those of one reason together, reasons in first-seen order; interface keys
+        (conf.<ifname>.*) only after links."""
         groups: dict[str, list] = {}
         for key, (value, reason) in self.values.get(ns, {}).items():
             if _is_interface_key(key) == interface_keys:
-                groups.setdefault(reason, []).append((key, value))
-        return [Sysctls(ns, reason=reason, values=tuple(kv)) for reason, kv in groups.items()]
+                groups.setdefault(reason, []).append(Sysctl(ns, key=key, value=value, reason=reason))
+        return [a for group in groups.values() for a in group]
 
 
 def _is_interface_key(key: str) -> bool:
@@ -38,11 +40,12 @@ def plan(rlab: ResolvedLab) -> list:
     sysctl = _Sysctls()
     out = [AddNetns(fab, mark=names.mark(lab, "fabric"),
                     reason="the lab's switches live in a namespace of their own, never in the host's")]
-    out += [Sysctls(fab, reason="no IPv6 chatter (router solicitations, MLD) on the lab's links",
-                    values=(("net.ipv6.conf.all.disable_ipv6", "1"), ("net.ipv6.conf.default.disable_ipv6", "1"))),
-            Sysctls(fab, optional=True, reason="bridges hand frames to netfilter only if br_netfilter says so: "
-                    "keep the switches plain L2",
-                    values=(("net.bridge.bridge-nf-call-iptables", "0"), ("net.bridge.bridge-nf-call-arptables", "0")))]
+    why = "no IPv6 chatter (router solicitations, MLD) on the lab's links"
+    out += [Sysctl(fab, key=f"net.ipv6.conf.{scope}.disable_ipv6", value="1", reason=why)
+            for scope in ("all", "default")]
+    why = "bridges hand frames to netfilter only if br_netfilter says so: keep the switches plain L2"
+    out += [Sysctl(fab, key=f"net.bridge.bridge-nf-call-{table}", value="0", optional=True, reason=why)
+            for table in ("iptables", "arptables")]
     out += [AddBridge(fab, name=sw, reason=f"switch '{sw}': one Linux bridge per L2 segment") for sw in topo.switches]
 
     for node in topo.nodes:

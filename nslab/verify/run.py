@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 
 from ..errors import UsageError
-from ..kernel import addrs, netns, observe, procs, sysctl
+from ..kernel import addrs, netns, observe, procs, procsys as sysctl
 from ..kernel.session import Session
 from ..model.resolve import ResolvedLab, ServiceFacts
 from ..model.schema import Forward
