@@ -122,6 +122,9 @@ def build_parser():
     sp = cmd("validate", cmd_validate, "check a topology file and report every problem (no root)")
     sp.add_argument("file", help="topology YAML")
 
+    sp = cmd("schema", cmd_schema, "print the JSON Schema (draft 2020-12) of topology files, for editors (no root)")
+    sp.add_argument("-o", "--output", metavar="FILE", help="write it to FILE instead")
+
     sp = cmd("doctor", cmd_doctor, "what this kernel and machine can run, and how to get the rest")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -317,6 +320,21 @@ def cmd_validate(args):
     from .model import reach
     for text in reach.warnings(model.resolve(topo)):
         print(f"warning: {text}")
+    return 0
+
+
+def cmd_schema(args):
+    from .errors import UsageError
+    from .model import jsonschema
+    text = json.dumps(jsonschema.schema(), indent=2) + "\n"
+    if not args.output:
+        sys.stdout.write(text)
+        return 0
+    try:
+        with open(args.output, "w") as f:
+            f.write(text)
+    except OSError as e:
+        raise UsageError(f"{args.output}: cannot write the schema: {e.strerror}") from None
     return 0
 
 

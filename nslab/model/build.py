@@ -1,152 +1,21 @@
-"""Raw YAML data -> Topology dataclasses, checking each field's own shape."""
+"""Raw YAML data -> Topology dataclasses, checking each field's own shape (the keys, names and limits
+come from spec.py)."""
 
-import difflib
-import re
 import shlex
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 from .diag import Diagnostics
 from .names import bridge_port
-from .schema import (APPS, PROTOCOLS, SCHEDULERS, App, Expect, Forward, Interface, Nat, Node, RealServer,
-                     Route, Service, Topology)
+from .schema import App, Expect, Forward, Interface, Nat, Node, RealServer, Route, Service, Topology
+from .spec import (APP, APPS, CHARSET, EXPECT, IFNAME, INTERFACE, LAB_NAME, MAC, MAX_IFNAME, MAX_LAB, MAX_NODE,
+                   NAT, NODE, NODE_NAME, PROTOCOLS, REAL_SERVER, RESERVED_DEVICES, RESERVED_NODES, ROUTE,
+                   SCHEDULERS, SERVICE, SWITCH_NAME, SYSCTL_KEY, TOPOLOGY)
+from .sysctls import netns_sysctl, split_interface_sysctl, sysctl_hint
 
-LAB_NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
-NODE_NAME = LAB_NAME
-IFNAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
-SWITCH_NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
-SYSCTL_KEY = re.compile(r"^net\.[A-Za-z0-9_.-]+$")
-MAC = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
-MAX_LAB = 16
-MAX_NODE = 24
-MAX_IFNAME = 15  # IFNAMSIZ - 1
-RESERVED_NODES = ("fabric",)  # <lab>-fabric holds the switches
-# Device names no interface or switch may take: the kernel refuses 'all' and 'default' (they would
-# clash with /proc/sys/net/ipv4/conf/all|default) and has 'lo' in every namespace; and once a tunnel
-# module is loaded it creates its fallback device in every new namespace (tunl0 is the one TUN labs use).
-RESERVED_DEVICES = {"all": "/proc/sys/net/ipv4/conf/all names every interface",
-                    "default": "/proc/sys/net/ipv4/conf/default names the defaults of new interfaces",
-                    "lo": "every namespace has its loopback 'lo'"}
-RESERVED_DEVICES.update({dev: f"the kernel creates '{dev}' in every namespace once the {mod} module is loaded"
-                         for dev, mod in (("tunl0", "ipip"), ("sit0", "sit"), ("gre0", "ip_gre"),
-                                          ("gretap0", "ip_gre"), ("erspan0", "ip_gre"), ("ip_vti0", "ip_vti"),
-                                          ("ip6_vti0", "ip6_vti"), ("ip6tnl0", "ip6_tunnel"),
-                                          ("ip6gre0", "ip6_gre"))})
-
-TOP_KEYS = ("name", "description", "switches", "nodes", "services", "expect")
-EXPECT_KEYS = ("from", "to", "reaches", "path", "reply_path")
-NODE_KEYS = ("interfaces", "gateway", "routes", "forward", "sysctls", "nat", "exec", "app")
-IF_KEYS = ("switch", "peer", "address", "addresses", "mac")
-ROUTE_KEYS = ("to", "via", "dev")
-NAT_KEYS = ("masquerade", "source")
-APP_KEYS = ("type", "port", "protocol")
-SERVICE_KEYS = ("director", "vip", "protocol", "scheduler", "forward", "persistence", "real_servers",
-                "arp_tuning", "rp_filter_relax", "vip_interface", "return_path_check")
-RS_KEYS = ("weight", "address", "port")
-
-# The net.* sysctls a node's own namespace has and lets it write. Where this came from: on Linux 6.1
-# (Debian 12's kernel, in `nslab vm`) and 6.18 (the development host), `ip netns add x; ip netns exec x
-# find /proc/sys/net -type f` compared with the host's /proc/sys/net; kept: the keys found inside the
-# namespace on both kernels, minus the read-only ones there. Left out on purpose, because `up` would fail:
-# net.core.rmem_max & co. (global on 6.1, read-only in a namespace on 6.18), net.ipv4.route.gc_*,
-# net.ipv4.tcp_mem, net.ipv{4,6}.neigh.default.* (the host's namespace only), nf_conntrack_max (read-only).
-# net.ipv4.vs.* is there once ip_vs is loaded, as it is for any lab with services.
-_NETNS_SYSCTLS = {
-    "net.core.": "somaxconn txrehash xfrm_acq_expires xfrm_aevent_etime xfrm_aevent_rseqth xfrm_larval_drop",
-    "net.ipv4.": (
-        "fib_multipath_hash_fields fib_multipath_hash_policy fib_multipath_use_neigh fib_notify_on_flag_change "
-        "fwmark_reflect icmp_echo_enable_probe icmp_echo_ignore_all icmp_echo_ignore_broadcasts "
-        "icmp_errors_use_inbound_ifaddr icmp_ignore_bogus_error_responses icmp_msgs_burst icmp_msgs_per_sec "
-        "icmp_ratelimit icmp_ratemask igmp_link_local_mcast_reports igmp_max_memberships igmp_max_msf igmp_qrv "
-        "ip_autobind_reuse ip_default_ttl ip_dynaddr ip_early_demux ip_forward ip_forward_update_priority "
-        "ip_forward_use_pmtu ip_local_port_range ip_local_reserved_ports ip_no_pmtu_disc ip_nonlocal_bind "
-        "ip_unprivileged_port_start ipfrag_high_thresh ipfrag_low_thresh ipfrag_max_dist ipfrag_time "
-        "nexthop_compat_mode ping_group_range raw_l3mdev_accept tcp_abort_on_overflow tcp_adv_win_scale "
-        "tcp_app_win tcp_autocorking tcp_base_mss tcp_challenge_ack_limit tcp_child_ehash_entries "
-        "tcp_comp_sack_delay_ns tcp_comp_sack_nr tcp_comp_sack_slack_ns tcp_congestion_control tcp_dsack "
-        "tcp_early_demux tcp_early_retrans tcp_ecn tcp_ecn_fallback tcp_fack tcp_fastopen "
-        "tcp_fastopen_blackhole_timeout_sec tcp_fastopen_key tcp_fin_timeout tcp_frto tcp_fwmark_accept "
-        "tcp_invalid_ratelimit tcp_keepalive_intvl tcp_keepalive_probes tcp_keepalive_time tcp_l3mdev_accept "
-        "tcp_limit_output_bytes tcp_max_reordering tcp_max_syn_backlog tcp_max_tw_buckets tcp_migrate_req "
-        "tcp_min_rtt_wlen tcp_min_snd_mss tcp_min_tso_segs tcp_moderate_rcvbuf tcp_mtu_probe_floor "
-        "tcp_mtu_probing tcp_no_metrics_save tcp_no_ssthresh_metrics_save tcp_notsent_lowat tcp_orphan_retries "
-        "tcp_pacing_ca_ratio tcp_pacing_ss_ratio tcp_probe_interval tcp_probe_threshold tcp_recovery "
-        "tcp_reflect_tos tcp_reordering tcp_retrans_collapse tcp_retries1 tcp_retries2 tcp_rfc1337 tcp_rmem "
-        "tcp_sack tcp_shrink_window tcp_slow_start_after_idle tcp_stdurg tcp_syn_retries tcp_synack_retries "
-        "tcp_syncookies tcp_thin_linear_timeouts tcp_timestamps tcp_tso_rtt_log tcp_tso_win_divisor tcp_tw_reuse "
-        "tcp_window_scaling tcp_wmem tcp_workaround_signed_windows udp_early_demux udp_l3mdev_accept udp_rmem_min "
-        "udp_wmem_min xfrm4_gc_thresh"
-    ),
-    "net.ipv4.route.": "flush min_adv_mss min_pmtu mtu_expires",
-    "net.ipv6.": (
-        "anycast_src_echo_reply auto_flowlabels bindv6only fib_multipath_hash_fields fib_multipath_hash_policy "
-        "fib_notify_on_flag_change flowlabel_consistency flowlabel_reflect flowlabel_state_ranges fwmark_reflect "
-        "idgen_delay idgen_retries ioam6_id ioam6_id_wide ip6frag_high_thresh ip6frag_low_thresh ip6frag_time "
-        "ip_nonlocal_bind max_dst_opts_length max_dst_opts_number max_hbh_length max_hbh_opts_number "
-        "seg6_flowlabel xfrm6_gc_thresh"
-    ),
-    "net.ipv6.icmp.": "echo_ignore_all echo_ignore_anycast echo_ignore_multicast ratelimit ratemask",
-    "net.ipv6.route.": (
-        "flush gc_elasticity gc_interval gc_min_interval gc_min_interval_ms gc_thresh gc_timeout max_size "
-        "min_adv_mss mtu_expires skip_notify_on_dev_down"
-    ),
-    "net.mptcp.": "add_addr_timeout allow_join_initial_addr_port checksum_enabled enabled pm_type stale_loss_cnt",
-    "net.netfilter.": (
-        "nf_conntrack_acct nf_conntrack_checksum nf_conntrack_events nf_conntrack_frag6_high_thresh "
-        "nf_conntrack_frag6_low_thresh nf_conntrack_frag6_timeout nf_conntrack_generic_timeout "
-        "nf_conntrack_gre_timeout nf_conntrack_gre_timeout_stream nf_conntrack_icmp_timeout "
-        "nf_conntrack_icmpv6_timeout nf_conntrack_log_invalid nf_conntrack_sctp_timeout_closed "
-        "nf_conntrack_sctp_timeout_cookie_echoed nf_conntrack_sctp_timeout_cookie_wait "
-        "nf_conntrack_sctp_timeout_established nf_conntrack_sctp_timeout_heartbeat_sent "
-        "nf_conntrack_sctp_timeout_shutdown_ack_sent nf_conntrack_sctp_timeout_shutdown_recd "
-        "nf_conntrack_sctp_timeout_shutdown_sent nf_conntrack_tcp_be_liberal nf_conntrack_tcp_ignore_invalid_rst "
-        "nf_conntrack_tcp_loose nf_conntrack_tcp_max_retrans nf_conntrack_tcp_timeout_close "
-        "nf_conntrack_tcp_timeout_close_wait nf_conntrack_tcp_timeout_established "
-        "nf_conntrack_tcp_timeout_fin_wait nf_conntrack_tcp_timeout_last_ack nf_conntrack_tcp_timeout_max_retrans "
-        "nf_conntrack_tcp_timeout_syn_recv nf_conntrack_tcp_timeout_syn_sent nf_conntrack_tcp_timeout_time_wait "
-        "nf_conntrack_tcp_timeout_unacknowledged nf_conntrack_timestamp nf_conntrack_udp_timeout "
-        "nf_conntrack_udp_timeout_stream nf_hooks_lwtunnel"
-    ),
-    "net.netfilter.nf_log.": "0 1 10 2 3 4 5 6 7 8 9",
-    "net.unix.": "max_dgram_qlen",
-    "net.ipv4.vs.": (
-        "am_droprate amemthresh backup_only cache_bypass conn_reuse_mode conntrack drop_entry drop_packet "
-        "expire_nodest_conn expire_quiescent_template ignore_tunneled nat_icmp_send pmtu_disc run_estimation "
-        "schedule_icmp secure_tcp sloppy_sctp sloppy_tcp snat_reroute sync_persist_mode sync_ports sync_qlen_max "
-        "sync_refresh_period sync_retries sync_sock_size sync_threshold sync_version"
-    ),
-}
-NETNS_SYSCTLS = frozenset(prefix + leaf for prefix, leaves in _NETNS_SYSCTLS.items() for leaf in leaves.split())
-# Per-interface keys: PREFIX + SCOPE + "." + LEAF, SCOPE being an interface of the node (or all/default for conf).
-_INTERFACE_SYSCTLS = {
-    "net.ipv4.conf.": (
-        "accept_local accept_redirects accept_source_route arp_accept arp_announce arp_evict_nocarrier arp_filter "
-        "arp_ignore arp_notify bc_forwarding bootp_relay disable_policy disable_xfrm drop_gratuitous_arp "
-        "drop_unicast_in_l2_multicast force_igmp_version forwarding igmpv2_unsolicited_report_interval "
-        "igmpv3_unsolicited_report_interval ignore_routes_with_linkdown log_martians medium_id "
-        "promote_secondaries proxy_arp proxy_arp_pvlan route_localnet rp_filter secure_redirects send_redirects "
-        "shared_media src_valid_mark tag"
-    ),
-    "net.ipv6.conf.": (
-        "accept_dad accept_ra accept_ra_defrtr accept_ra_from_local accept_ra_min_hop_limit accept_ra_min_lft "
-        "accept_ra_mtu accept_ra_pinfo accept_ra_rt_info_max_plen accept_ra_rt_info_min_plen accept_ra_rtr_pref "
-        "accept_redirects accept_source_route accept_untracked_na addr_gen_mode autoconf dad_transmits "
-        "disable_ipv6 disable_policy drop_unicast_in_l2_multicast drop_unsolicited_na enhanced_dad "
-        "force_mld_version force_tllao forwarding hop_limit ignore_routes_with_linkdown ioam6_enabled ioam6_id "
-        "ioam6_id_wide keep_addr_on_down max_addresses max_desync_factor mldv1_unsolicited_report_interval "
-        "mldv2_unsolicited_report_interval mtu ndisc_evict_nocarrier ndisc_notify ndisc_tclass optimistic_dad "
-        "proxy_ndp ra_defrtr_metric regen_max_retry router_probe_interval router_solicitation_delay "
-        "router_solicitation_interval router_solicitation_max_interval router_solicitations rpl_seg_enabled "
-        "seg6_enabled seg6_require_hmac stable_secret suppress_frag_ndisc temp_prefered_lft temp_valid_lft "
-        "use_oif_addrs_only use_optimistic use_tempaddr"
-    ),
-    "net.ipv4.neigh.": (
-        "anycast_delay app_solicit base_reachable_time base_reachable_time_ms delay_first_probe_time "
-        "gc_stale_time interval_probe_time_ms locktime mcast_resolicit mcast_solicit proxy_delay proxy_qlen "
-        "retrans_time retrans_time_ms ucast_solicit unres_qlen unres_qlen_bytes"
-    ),
-}
-_INTERFACE_SYSCTLS["net.ipv6.neigh."] = _INTERFACE_SYSCTLS["net.ipv4.neigh."]
-INTERFACE_SYSCTLS = {prefix: frozenset(leaves.split()) for prefix, leaves in _INTERFACE_SYSCTLS.items()}
+# The keys each mapping may hold (and the did-you-mean candidates): the spec's.
+TOP_KEYS, NODE_KEYS, IF_KEYS, ROUTE_KEYS = TOPOLOGY.names, NODE.names, INTERFACE.names, ROUTE.names
+NAT_KEYS, APP_KEYS, SERVICE_KEYS, RS_KEYS = NAT.names, APP.names, SERVICE.names, REAL_SERVER.names
+EXPECT_KEYS = EXPECT.names
 
 
 class Builder:
@@ -167,15 +36,10 @@ class Builder:
     def name(self, path, value, pattern, limit, what):
         if not isinstance(value, str) or not pattern.match(value) or len(value) > limit:
             self.d.error(path, f"{value!r} is not a valid {what}",
-                         f"use up to {limit} characters: {self._charset(pattern)}")
+                         f"use up to {limit} characters: {CHARSET[pattern.pattern]}")
             return None
         return value
 
-    @staticmethod
-    def _charset(pattern):
-        return {LAB_NAME.pattern: "lowercase letters and digits, '-' between them, starting with a letter",
-                IFNAME.pattern: "letters, digits, '_', '.', '-', starting with a letter",
-                SWITCH_NAME.pattern: "lowercase letters, digits, '_', '-', starting with a letter"}[pattern.pattern]
 
     def address_with_prefix(self, path, value):
         try:
@@ -231,7 +95,7 @@ class Builder:
     def topology(self) -> Topology:
         raw = self.src.data
         self.d.unknown_keys((), raw, TOP_KEYS)
-        for key in ("name", "nodes"):
+        for key in TOPOLOGY.required:
             if key not in raw:
                 self.d.error((), f"missing required key '{key}'")
         name = self.name(("name",), raw.get("name"), LAB_NAME, MAX_LAB, "lab name") if "name" in raw else None
@@ -264,7 +128,7 @@ class Builder:
                     self._fabric_port(fabric, npath + ("interfaces", iface.name), node.name, iface.name)
             scopes = {i.name for i in node.interfaces} | {"lo"} | ({"tunl0"} if node.name in tun_servers else set())
             for key, _ in node.sysctls:
-                prefix, scope, _ = _split_interface_sysctl(key) or (None, None, None)
+                prefix, scope, _ = split_interface_sysctl(key) or (None, None, None)
                 extra = ("all", "default") if prefix and prefix.endswith(".conf.") else ()
                 if prefix and scope not in scopes | set(extra):
                     self.d.error(npath + ("sysctls", key), f"{node.name} has no interface '{scope}'",
@@ -445,8 +309,8 @@ class Builder:
             if not isinstance(k, str) or not SYSCTL_KEY.match(k) or ".." in k:
                 self.d.error(path + (k,), f"{k!r} is not a network sysctl",
                              "only net.* keys live in a node's namespace, e.g. net.ipv4.conf.all.rp_filter")
-            elif not _netns_sysctl(k):
-                close = _sysctl_hint(k)
+            elif not netns_sysctl(k):
+                close = sysctl_hint(k)
                 self.d.error(path + (k,), f"'{k}' is not a sysctl a node can set: it is unknown, global to "
                              "the host (like net.core.rmem_max) or read-only in a namespace",
                              f"did you mean '{close}'?" if close else "a node can set e.g. net.ipv4.ip_forward, "
@@ -506,15 +370,16 @@ class Builder:
         self.d.unknown_keys(path, raw, APP_KEYS)
         kind = self.choice(path + ("type",) if "port" in raw or "protocol" in raw else path,
                            raw.get("type"), APPS, "app")
-        port = self.integer(path + ("port",), raw["port"], 1, 65535) if "port" in raw else None
-        proto = self.choice(path + ("protocol",), raw.get("protocol", "tcp"), PROTOCOLS + ("both",), "protocol")
+        port = self.integer(path + ("port",), raw["port"], *_limits(APP, "port")) if "port" in raw else None
+        proto = self.choice(path + ("protocol",), raw.get("protocol", APP.default("protocol")),
+                            APP.fields["protocol"].type.enum, "protocol")
         return App(kind=kind, port=port, protocol=proto or "tcp") if kind else None
 
     def service(self, path, name, raw):
         self.name(path, name, NODE_NAME, MAX_NODE, "service name")
         raw = self.mapping(path, raw, "service settings")
         self.d.unknown_keys(path, raw, SERVICE_KEYS)
-        for key in ("director", "vip", "real_servers"):
+        for key in SERVICE.required:
             if key not in raw:
                 self.d.error(path, f"missing required key '{key}'")
         vip, port = self.vip(path + ("vip",), raw.get("vip"))
@@ -522,13 +387,16 @@ class Builder:
         vip_interface = raw.get("vip_interface")
         if vip_interface is not None and (not isinstance(vip_interface, str) or not vip_interface):
             self.d.error(path + ("vip_interface",), "must be an interface name of the director", "e.g. eth0")
-        protocol = self.choice(path + ("protocol",), raw.get("protocol", "tcp"), PROTOCOLS, "protocol")
-        scheduler = self.choice(path + ("scheduler",), raw.get("scheduler", "rr"), SCHEDULERS, "IPVS scheduler")
-        forward = self.choice(path + ("forward",), raw.get("forward", "nat"), [f.value for f in Forward],
+        default = SERVICE.default
+        protocol = self.choice(path + ("protocol",), raw.get("protocol", default("protocol")), PROTOCOLS, "protocol")
+        scheduler = self.choice(path + ("scheduler",), raw.get("scheduler", default("scheduler")), SCHEDULERS,
+                                "IPVS scheduler")
+        forward = self.choice(path + ("forward",), raw.get("forward", default("forward")), [f.value for f in Forward],
                               "forwarding method")
-        persistence = (self.integer(path + ("persistence",), raw["persistence"], 1, 86400 * 30)
+        persistence = (self.integer(path + ("persistence",), raw["persistence"], *_limits(SERVICE, "persistence"))
                        if raw.get("persistence") is not None else None)
-        flags = {k: self.boolean(path + (k,), raw[k]) for k in ("arp_tuning", "rp_filter_relax", "return_path_check") if k in raw}
+        flags = {k: self.boolean(path + (k,), raw[k]) for k in ("arp_tuning", "rp_filter_relax", "return_path_check")
+                 if k in raw}
         rs_raw = self.mapping(path + ("real_servers",), raw.get("real_servers"), "node name to weight/address/port")
         real_servers = []
         for node, settings in rs_raw.items():
@@ -537,9 +405,11 @@ class Builder:
             self.d.unknown_keys(p, settings, RS_KEYS)
             real_servers.append(RealServer(
                 node=node,
-                weight=self.integer(p + ("weight",), settings.get("weight", 1), 0, 65535) or 0,
+                weight=self.integer(p + ("weight",), settings.get("weight", REAL_SERVER.default("weight")),
+                                    *_limits(REAL_SERVER, "weight")) or 0,
                 address=self.address(p + ("address",), settings["address"]) if "address" in settings else None,
-                port=self.integer(p + ("port",), settings["port"], 1, 65535) if "port" in settings else None))
+                port=self.integer(p + ("port",), settings["port"], *_limits(REAL_SERVER, "port")) if "port" in settings
+                else None))
         if not all((vip, port, isinstance(director, str), protocol, scheduler, forward)):
             return None
         return Service(name=name, director=director, vip=vip, port=port, protocol=protocol, scheduler=scheduler,
@@ -564,27 +434,8 @@ class Builder:
             return None, None
 
 
-def _split_interface_sysctl(key: str):
-    """(prefix, scope, leaf) of a per-interface key such as net.ipv4.conf.eth0.rp_filter, else None."""
-    prefix = next((p for p in INTERFACE_SYSCTLS if key.startswith(p)), None)
-    scope, _, leaf = key[len(prefix):].rpartition(".") if prefix else ("", "", "")
-    return (prefix, scope, leaf) if scope else None
-
-
-def _netns_sysctl(key: str) -> bool:
-    parts = _split_interface_sysctl(key)
-    return key in NETNS_SYSCTLS or bool(parts and parts[2] in INTERFACE_SYSCTLS[parts[0]])
-
-
-def _sysctl_hint(key: str) -> str | None:
-    """The per-interface key a typo most likely meant. None for other keys: there the nearest allowed
-    key is as often a wrong hint (net.ipv4.tcp_mem, which is global, is one letter from tcp_wmem)."""
-    parts = _split_interface_sysctl(key)
-    if parts:
-        prefix, scope, leaf = parts
-        close = difflib.get_close_matches(leaf, INTERFACE_SYSCTLS[prefix], n=1)
-        return f"{prefix}{scope}.{close[0]}" if close else None
-    return None
+def _limits(obj, key):
+    return obj.fields[key].type.lo, obj.fields[key].type.hi
 
 
 def build(source) -> tuple[Topology, Diagnostics]:

@@ -1,0 +1,246 @@
+"""What a topology file may say, declared once: the loader (build.py) takes its key lists, required keys,
+names, limits and defaults from here, `nslab schema` (jsonschema.py) turns it into a JSON Schema, and each
+key's description is its documentation.
+
+Types: Text, Int, Bool, List (of a type), Map (name -> a type), Ref (an Obj, by name) and Either (a
+shorthand: one of several forms). build.py reads every key declared here; test_jsonschema checks that.
+"""
+
+import re
+from dataclasses import dataclass, field
+
+from .schema import APPS, PROTOCOLS, SCHEDULERS, Forward
+
+LAB_NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
+NODE_NAME = LAB_NAME
+IFNAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
+SWITCH_NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
+SYSCTL_KEY = re.compile(r"^net\.[A-Za-z0-9_.-]+$")
+MAC = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
+MAX_LAB = 16
+MAX_NODE = 24
+MAX_IFNAME = 15  # IFNAMSIZ - 1
+CHARSET = {LAB_NAME.pattern: "lowercase letters and digits, '-' between them, starting with a letter",
+           IFNAME.pattern: "letters, digits, '_', '.', '-', starting with a letter",
+           SWITCH_NAME.pattern: "lowercase letters, digits, '_', '-', starting with a letter"}
+RESERVED_NODES = ("fabric",)  # <lab>-fabric holds the switches
+# Device names no interface or switch may take: the kernel refuses 'all' and 'default' (they would
+# clash with /proc/sys/net/ipv4/conf/all|default) and has 'lo' in every namespace; and once a tunnel
+# module is loaded it creates its fallback device in every new namespace (tunl0 is the one TUN labs use).
+RESERVED_DEVICES = {"all": "/proc/sys/net/ipv4/conf/all names every interface",
+                    "default": "/proc/sys/net/ipv4/conf/default names the defaults of new interfaces",
+                    "lo": "every namespace has its loopback 'lo'"}
+RESERVED_DEVICES.update({dev: f"the kernel creates '{dev}' in every namespace once the {mod} module is loaded"
+                         for dev, mod in (("tunl0", "ipip"), ("sit0", "sit"), ("gre0", "ip_gre"),
+                                          ("gretap0", "ip_gre"), ("erspan0", "ip_gre"), ("ip_vti0", "ip_vti"),
+                                          ("ip6_vti0", "ip6_vti"), ("ip6tnl0", "ip6_tunnel"),
+                                          ("ip6gre0", "ip6_gre"))})
+
+# Text patterns for the schema only: the loader checks these values with the ipaddress module.
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4 = rf"{_OCTET}(\.{_OCTET}){{3}}"
+_PREFIX = rf"([0-9]|[12][0-9]|3[0-2]|{_IPV4})"  # a length or a netmask, as ipaddress takes them
+_PORT = r"([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+IPV4_TEXT = rf"^{_IPV4}$"
+CIDR_TEXT = rf"^{_IPV4}/{_PREFIX}$"
+NETWORK_TEXT = rf"^(default|{_IPV4}(/{_PREFIX})?)$"
+VIP_TEXT = rf"^{_IPV4}:{_PORT}$"
+PEER_TEXT = r"^[^:]+:[^:]+$"
+UNICAST_MAC_TEXT = r"^[0-9a-fA-F][02468aceACE](:[0-9a-fA-F]{2}){5}$"  # the low bit of octet 1 marks a group
+NO_NUL_TEXT = r"^[^\x00]*$"  # exec() refuses a NUL in a word
+COMMAND_TEXT = r"^[^\x00]*[^\s\x00][^\x00]*$"  # some words, no NUL
+SYSCTL_VALUE_TEXT = r"\S"
+
+
+@dataclass(frozen=True)
+class Text:
+    pattern: str | None = None
+    max_length: int | None = None
+    min_length: int | None = None
+    enum: tuple | None = None
+    forbid: tuple = ()  # values the pattern lets through but nslab refuses (reserved names)
+    doc: str = ""  # what this form means, where it is one form of several
+
+
+@dataclass(frozen=True)
+class Int:
+    lo: int | None = None
+    hi: int | None = None
+
+
+@dataclass(frozen=True)
+class Bool:
+    pass
+
+
+@dataclass(frozen=True)
+class List:
+    item: object
+    unique: bool = False
+    min_items: int | None = None
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class Map:
+    """A mapping from names (the key Text) to values."""
+
+    key: Text
+    value: object
+    min_items: int | None = None
+
+
+@dataclass(frozen=True)
+class Ref:
+    obj: str  # an Obj's name
+    doc: str = ""
+    nullable: bool = False  # null: the object with no settings
+
+
+@dataclass(frozen=True)
+class Either:
+    """A shorthand: the value takes one of these forms."""
+
+    forms: tuple
+
+
+@dataclass(frozen=True)
+class Key:
+    name: str
+    type: object
+    doc: str
+    required: bool = False
+    nullable: bool = False  # null means the same as leaving the key out
+    default: object = None
+
+
+@dataclass(frozen=True)
+class Obj:
+    name: str
+    doc: str
+    keys: tuple
+    any_of: tuple = ()  # at least one of these keys
+    not_both: tuple = ()  # never all of these keys together
+    fields: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self):
+        self.fields.update({k.name: k for k in self.keys})
+
+    @property
+    def names(self) -> tuple:
+        return tuple(k.name for k in self.keys)
+
+    @property
+    def required(self) -> tuple:
+        return tuple(k.name for k in self.keys if k.required)
+
+    def default(self, key):
+        return self.fields[key].default
+
+
+def _name(pattern, limit, forbid=()):
+    return Text(pattern=pattern.pattern, max_length=limit, forbid=tuple(forbid))
+
+
+NODE_REF = _name(NODE_NAME, MAX_NODE)
+CIDR = Text(pattern=CIDR_TEXT, doc="one IPv4 address with its prefix length, e.g. 10.0.0.1/24")
+CIDRS = List(CIDR, doc="several, e.g. [10.0.0.1/24, 10.0.0.5/24]")
+PATH = List(NODE_REF)
+PORT = Int(1, 65535)
+
+EXPECT = Obj("expect", "A lab's own claim for `verify`: traffic from a node to a target takes (or never takes) "
+             "a path.", (
+                 Key("from", NODE_REF, "The sending node.", required=True),
+                 Key("to", Text(min_length=1), "A node, a service name or IP:PORT.", required=True),
+                 Key("reaches", Bool(), "false: the request must go unanswered (a lab broken on purpose).",
+                     default=True),
+                 Key("path", PATH, "The request's nodes in order, the sender first."),
+                 Key("reply_path", PATH, "The reply's nodes in order."),
+             ))
+INTERFACE = Obj("interface", "A network interface of a node: on a switch, on a direct link to another node's "
+                "interface, or the loopback 'lo' (addresses only).", (
+                    Key("switch", Text(min_length=1), "The switch (L2 segment) this interface is plugged into.",
+                        nullable=True),
+                    Key("peer", Text(pattern=PEER_TEXT), "NODE:INTERFACE at the other end of a direct link "
+                        "(no switch), e.g. router:eth2."),
+                    Key("address", Either((CIDR, CIDRS)), "The interface's IPv4 address with its prefix length.",
+                        nullable=True),
+                    Key("addresses", Either((CIDRS, CIDR)), "The interface's IPv4 addresses, each with its prefix "
+                        "length (as well as or instead of 'address').", nullable=True),
+                    Key("mac", Text(pattern=UNICAST_MAC_TEXT, forbid=("00:00:00:00:00:00",)),
+                        "The interface's MAC address (unicast), e.g. 02:00:00:00:00:01; default: the kernel's."),
+                ), not_both=("switch", "peer"))
+ROUTE = Obj("route", "A static route in the node's main table.", (
+    Key("to", Text(pattern=NETWORK_TEXT), "'default' or a prefix with no host bits set, e.g. 10.1.0.0/24.",
+        required=True),
+    Key("via", Text(pattern=IPV4_TEXT), "The next hop's address, e.g. 10.0.0.1."),
+    Key("dev", Text(min_length=1), "The interface to send out of.", nullable=True),
+), any_of=("via", "dev"))
+NAT = Obj("nat", "Masquerade (SNAT to the interface's own address) traffic leaving an interface.", (
+    Key("masquerade", Text(), "The interface whose address replaces the source.", required=True),
+    Key("source", Text(pattern=NETWORK_TEXT), "Only traffic from this prefix, e.g. 10.0.0.0/24; default: all."),
+))
+APP = Obj("app", "A built-in server in the node.", (
+    Key("type", Text(enum=APPS), "http answers every request with the node's name; echo sends back what it "
+        "gets.", required=True),
+    Key("port", PORT, "The port it listens on; default: the port of the service it serves, else 80 (http) or "
+        "7 (echo)."),
+    Key("protocol", Text(enum=PROTOCOLS + ("both",)), "tcp, udp or both.", default="tcp"),
+))
+COMMAND = Either((Text(pattern=COMMAND_TEXT, doc="a command line, split into words like a shell would"),
+                  List(Either((Text(pattern=NO_NUL_TEXT), Int())), min_items=1, doc="the command's words")))
+NODE = Obj("node", "A host or router: one network namespace.", (
+    Key("interfaces", Map(_name(IFNAME, MAX_IFNAME, (d for d in RESERVED_DEVICES if d != "lo")),
+                          Ref("interface", nullable=True)),
+        "Interface name to its settings.", nullable=True),
+    Key("gateway", Text(pattern=IPV4_TEXT), "The default route's next hop: short for routes: [{to: default, "
+        "via: ...}]."),
+    Key("routes", List(Ref("route")), "Static routes.", nullable=True),
+    Key("forward", Bool(), "net.ipv4.ip_forward in this node; default: derived (a NAT director forwards)."),
+    Key("sysctls", Map(Text(pattern=SYSCTL_KEY.pattern),
+                       Either((Int(), Text(pattern=SYSCTL_VALUE_TEXT)))),
+        "net.* sysctl key to value, set in this node's namespace, e.g. net.ipv4.conf.all.rp_filter: 1 "
+        "(per-interface keys name one of the node's interfaces, 'all' or 'default').", nullable=True),
+    Key("nat", Either((Ref("nat", doc="one rule"), List(Ref("nat"), doc="several rules"))),
+        "Source NAT (masquerade) out of an interface.", nullable=True),
+    Key("exec", List(COMMAND), "Commands run once when the lab is built (argv, never a shell).", nullable=True),
+    Key("app", Either((Text(enum=APPS, doc="the app's type, with its defaults"), Ref("app"))),
+        "A built-in server: http or echo, or {type, port, protocol}.", nullable=True),
+))
+REAL_SERVER = Obj("real_server", "A real server of an LVS service: a node.", (
+    Key("weight", Int(0, 65535), "Its IPVS weight; 0 sends it no new connections.", default=1),
+    Key("address", Text(pattern=IPV4_TEXT), "The address the director sends to; default: found from the "
+        "topology."),
+    Key("port", PORT, "The port it serves on; default: the service's port."),
+))
+SERVICE = Obj("service", "An LVS virtual service on a director (the kernel's IPVS).", (
+    Key("director", NODE_REF, "The node that holds the VIP and balances.", required=True),
+    Key("vip", Text(pattern=VIP_TEXT), "The virtual IP and port, e.g. 10.0.0.100:80.", required=True),
+    Key("protocol", Text(enum=PROTOCOLS), "tcp or udp.", default="tcp"),
+    Key("scheduler", Text(enum=SCHEDULERS), "The IPVS scheduler.", default="rr"),
+    Key("forward", Text(enum=tuple(f.value for f in Forward)), "How the director hands a request to a real "
+        "server: nat, dr (direct routing) or tun (IP-in-IP).", default="nat"),
+    Key("persistence", Int(1, 86400 * 30), "Seconds a client sticks to its real server; default: none.",
+        nullable=True),
+    Key("real_servers", Map(NODE_REF, Ref("real_server", nullable=True)), "Node name to its settings.", required=True,
+        nullable=True),
+    Key("arp_tuning", Bool(), "DR/TUN: arp_ignore=1, arp_announce=2 on the real servers; false breaks the lab "
+        "on purpose.", default=True),
+    Key("rp_filter_relax", Bool(), "TUN: rp_filter 0 on the real servers so decapsulated packets pass.",
+        default=True),
+    Key("vip_interface", Text(min_length=1), "The director interface that holds the VIP; default: derived.",
+        nullable=True),
+    Key("return_path_check", Bool(), "NAT: refuse real servers whose replies bypass the director.", default=True),
+))
+TOPOLOGY = Obj("topology", "An nslab lab: switches, nodes, LVS services and expectations.", (
+    Key("name", _name(LAB_NAME, MAX_LAB), "The lab's name.", required=True),
+    Key("description", Text(), "One line on what the lab is.", nullable=True),
+    Key("switches", List(_name(SWITCH_NAME, MAX_IFNAME, RESERVED_DEVICES), unique=True),
+        "L2 segments: one Linux bridge each.", nullable=True),
+    Key("nodes", Map(_name(NODE_NAME, MAX_NODE, RESERVED_NODES), Ref("node", nullable=True),
+                     min_items=1), "Node name to its settings.", required=True),
+    Key("services", Map(_name(NODE_NAME, MAX_NODE), Ref("service")), "Service name to an LVS service.",
+        nullable=True),
+    Key("expect", List(Ref("expect")), "Claims `verify` checks.", nullable=True),
+))
+OBJECTS = {o.name: o for o in (TOPOLOGY, NODE, INTERFACE, ROUTE, NAT, APP, SERVICE, REAL_SERVER, EXPECT)}
