@@ -29,7 +29,7 @@ def _object(obj: spec.Obj) -> dict:
 
 
 def _key(key: spec.Key) -> dict:
-    out = _type(key.type)
+    out = type_schema(key.type)
     if key.nullable:
         out = {"anyOf": [out, {"type": "null"}]}
     out["description"] = key.doc
@@ -38,7 +38,8 @@ def _key(key: spec.Key) -> dict:
     return out
 
 
-def _type(t) -> dict:
+def type_schema(t) -> dict:
+    """The schema of one spec type."""
     if isinstance(t, spec.Text):
         out = {"type": "string"}
         for attr, word in (("pattern", "pattern"), ("max_length", "maxLength"), ("min_length", "minLength")):
@@ -57,7 +58,7 @@ def _type(t) -> dict:
     elif isinstance(t, spec.Bool):
         out = {"type": "boolean"}
     elif isinstance(t, spec.List):
-        out = {"type": "array", "items": _type(t.item)}
+        out = {"type": "array", "items": type_schema(t.item)}
         if t.unique:
             out["uniqueItems"] = True
         if t.min_items is not None:
@@ -65,9 +66,11 @@ def _type(t) -> dict:
     elif isinstance(t, spec.Map):
         # patternProperties, so that an editor offers the value's keys under any well-formed name;
         # propertyNames for what a pattern can't say (the length, the reserved names).
-        value = _type(t.value)
+        value = type_schema(t.value)
         out = {"type": "object", "patternProperties": {t.key.pattern or ".*": value}, "additionalProperties": False}
-        names = {k: v for k, v in _type(t.key).items() if k in ("maxLength", "minLength", "not")}
+        names = {k: v for k, v in type_schema(t.key).items() if k in ("maxLength", "minLength", "not")}
+        if t.names is not None:
+            names.update(type_schema(t.names))
         if names:
             out["propertyNames"] = names
         if t.min_items is not None:
@@ -77,7 +80,7 @@ def _type(t) -> dict:
         if t.nullable:
             out = {"anyOf": [out, {"type": "null"}]}
     elif isinstance(t, spec.Either):
-        out = {"oneOf": [_type(form) for form in t.forms]}
+        out = {"oneOf": [type_schema(form) for form in t.forms]}
     else:
         raise TypeError(f"not a spec type: {t!r}")
     if getattr(t, "doc", ""):

@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass, field
 
 from .schema import APPS, PROTOCOLS, SCHEDULERS, Forward
+from .sysctls import INTERFACE_SYSCTLS, NETNS_SYSCTLS
 
 LAB_NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 NODE_NAME = LAB_NAME
@@ -88,6 +89,7 @@ class Map:
     key: Text
     value: object
     min_items: int | None = None
+    names: object = None  # a further type every name must have (the schema's propertyNames)
 
 
 @dataclass(frozen=True)
@@ -142,6 +144,12 @@ def _name(pattern, limit, forbid=()):
     return Text(pattern=pattern.pattern, max_length=limit, forbid=tuple(forbid))
 
 
+# The sysctls a node may set (sysctls.py): a namespace's own keys, or a per-interface key for one interface.
+SYSCTL_NAMES = Either((
+    Text(enum=tuple(sorted(NETNS_SYSCTLS)), doc="a key of the node's namespace"),
+    Text(pattern="^(" + "|".join(re.escape(prefix) + r"[^.]+\.(" + "|".join(sorted(leaves)) + ")"
+                                 for prefix, leaves in INTERFACE_SYSCTLS.items()) + ")$",
+         doc="a per-interface key: PREFIX.INTERFACE.KEY, INTERFACE being one of the node's, 'all' or 'default'")))
 NODE_REF = _name(NODE_NAME, MAX_NODE)
 CIDR = Text(pattern=CIDR_TEXT, doc="one IPv4 address with its prefix length, e.g. 10.0.0.1/24")
 CIDRS = List(CIDR, doc="several, e.g. [10.0.0.1/24, 10.0.0.5/24]")
@@ -197,8 +205,8 @@ NODE = Obj("node", "A host or router: one network namespace.", (
         "via: ...}]."),
     Key("routes", List(Ref("route")), "Static routes.", nullable=True),
     Key("forward", Bool(), "net.ipv4.ip_forward in this node; default: derived (a NAT director forwards)."),
-    Key("sysctls", Map(Text(pattern=SYSCTL_KEY.pattern),
-                       Either((Int(), Text(pattern=SYSCTL_VALUE_TEXT)))),
+    Key("sysctls", Map(Text(pattern=SYSCTL_KEY.pattern), Either((Int(), Text(pattern=SYSCTL_VALUE_TEXT))),
+                       names=SYSCTL_NAMES),
         "net.* sysctl key to value, set in this node's namespace, e.g. net.ipv4.conf.all.rp_filter: 1 "
         "(per-interface keys name one of the node's interfaces, 'all' or 'default').", nullable=True),
     Key("nat", Either((Ref("nat", doc="one rule"), List(Ref("nat"), doc="several rules"))),
