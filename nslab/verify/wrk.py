@@ -91,9 +91,11 @@ def run(ns: str, ip: str, port: int, count: int | None = None, duration: float |
                 if word == "nslab-done":
                     done.add(tid)
                     if len(done) == threads:
-                        if before_stop:
-                            before_stop()
-                        proc.send_signal(signal.SIGINT)
+                        try:
+                            if before_stop:
+                                before_stop()
+                        finally:
+                            proc.send_signal(signal.SIGINT)
             else:
                 other.append(line.rstrip())
         stdout = proc.stdout.read()
