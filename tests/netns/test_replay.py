@@ -60,8 +60,12 @@ nodes:
 """
 
 
+# Upper bounds only: in `nslab vm` on a busy host (emulated CPU) an LVS lab's up takes minutes.
+SLOW = 900
+
+
 def nslab(*argv, **kw):
-    return subprocess.run([sys.executable, "-m", "nslab", *argv], capture_output=True, text=True, timeout=120, **kw)
+    return subprocess.run([sys.executable, "-m", "nslab", *argv], capture_output=True, text=True, timeout=SLOW, **kw)
 
 
 def renamed(text: str, name: str) -> str:
@@ -110,7 +114,7 @@ def _sysctl_values(ns, keys):
     return {k: found.get(k) for k in keys}
 
 
-def wait_for_apps(actions, timeout=60):
+def wait_for_apps(actions, timeout=SLOW):
     """Until every app the plan starts listens (a replayed `... &` returns before the app is up)."""
     deadline = time.monotonic() + timeout
     for a in (a for a in actions if type(a).__name__ == "StartApp"):
@@ -196,7 +200,7 @@ def replay_then_up(text: str, name: str, tmp_path):
         # A file, not a pipe, for the output: the replayed apps run on in the background and hold it open.
         with open(tmp_path / f"{name}-replay.log", "w+") as log:
             sh = subprocess.run(["sh", "-e"], input=plan.stdout, text=True, stdout=log, stderr=subprocess.STDOUT,
-                                timeout=120)
+                                timeout=SLOW)
             log.seek(0)
             assert sh.returncode == 0, "the replayed plan stopped:\n" + log.read()
         wait_for_apps(actions)
