@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 from ipaddress import ip_address, ip_network
 
-from ..kernel import addrs, inspect, procs
+from ..kernel import addrs, inspect, observe, procs
 from ..kernel.session import Session
 from ..model import reach
 from ..model.diag import dotted
@@ -173,7 +173,11 @@ def _capture(rlab, session, client, target, count, timeout):
         addrs.flush_neighbours(session, rlab.ns(node.name))
     argv = [sys.executable, "-m", "nslab.verify.traffic", target.kind, "--target", str(target), "--count", str(count),
             "--timeout", str(timeout), "--concurrency", str(count)]
-    cap = Capture(rlab.taps, max_seconds=BUDGET + 30).start()
+    # a socket bound to an interface that is down (a tunl0 taken down) fails every read: leave those out
+    up = {(tap.ns, tap.ifname) for tap in rlab.taps if not tap.in_fabric
+          for i in observe.interfaces(session, tap.ns) if i["name"] == tap.ifname and i["up"]}
+    taps = [tap for tap in rlab.taps if tap.in_fabric or (tap.ns, tap.ifname) in up]
+    cap = Capture(taps, max_seconds=BUDGET + 30).start()
     try:
         proc = procs.capture(rlab.ns(client), argv, timeout=BUDGET)
         seen = -1
@@ -240,8 +244,8 @@ def diagnose(p: Probe) -> Finding | None:
     last = w.request[-1]
     got = innermost(last.ip)
     here = last.receiver
-    along = nodes_along(w.request)
-    if len(set(along)) < len(along):
+    seen = [(h.receiver, h.ip.src, h.ip.dst, h.ip.proto) for h in w.request]  # the same packet, not a tunnel
+    if len(set(seen)) < len(seen):
         return _loop(p, w.request, got.dst)
     if not (p.net.owns(here, got.dst) or p.net.owns(here, last.ip.dst)):
         return _stopped(p, here, _iface_of(p.rlab, here, last.frame), got.dst, got.src, "request")
@@ -255,8 +259,8 @@ def _loop(p: Probe, hops, dst) -> Finding:
     """The request came back to a node it had passed: routes that point at each other."""
     seen, back = set(), hops[-1]
     for h in hops:
-        seen.add(h.sender)
-        if h.receiver in seen:
+        seen.add((h.sender, h.ip.src, h.ip.dst))
+        if (h.receiver, h.ip.src, h.ip.dst) in seen:
             back = h
             break
     culprit = back.sender
@@ -449,7 +453,6 @@ def _ipvs(p: Probe, svc, last) -> Finding:
                        f"{svc.vip}:{svc.port}, so nothing forwards the request", f"services.{svc.name}: "
                        f"bring the lab up again (nslab up) to program it", None, lines)
     rss = table[0]["real_servers"]
-    by_addr = {str(r.address): r.node for r in svc.real_servers}
     if not rss:
         return Finding("ipvs-no-real-server", d, f"IPVS on {d} has service {svc.vip}:{svc.port} with no real "
                        "server: it answers ICMP port unreachable for every connection",
@@ -457,10 +460,12 @@ def _ipvs(p: Probe, svc, last) -> Finding:
                        + (f"; and drop what removes them (nodes.{d}.exec)" if p.rlab.topology.node(d).exec else ""),
                        None, lines)
     if all(r["weight"] == 0 for r in rss):
-        rs = by_addr.get(rss[0]["address"], rss[0]["address"])
+        drained = [r.node for r in svc.real_servers if str(r.address) in {x["address"] for x in rss}]
+        others = f" (and {', '.join(drained[1:])})" if drained[1:] else ""
         return Finding("ipvs-zero-weight", d, f"every real server of {svc.name} has weight 0 in IPVS on {d}, so "
                        "the scheduler picks none and the director answers ICMP port unreachable",
-                       f"services.{svc.name}.real_servers.{rs}.weight: 1", None, lines)
+                       f"services.{svc.name}.real_servers.{drained[0] if drained else '?'}.weight: 1{others}",
+                       None, lines)
     return Finding("unknown", d, f"{d} got the request for {svc.vip} and IPVS has real servers, but it sent "
                    "nothing on", "see the evidence", None, lines + p.k.moved_lines(d) + _hop_lines(p.w))
 
