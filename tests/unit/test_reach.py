@@ -118,3 +118,30 @@ def test_private_and_the_snat_point():
     assert reach.private("192.168.0.10") and reach.private("10.1.2.3") and not reach.private("203.0.113.10")
     lab = lab_of("snat.yaml")
     assert reach.snat_point(lab, [("laptop", "eth0"), ("router", "eth1")]) == ("router", "eth1")
+
+
+def test_a_router_netmask_too_narrow_for_its_own_segment_is_named():
+    lab = routing(lambda t: t.replace("eth0: {switch: lan1, address: 192.168.1.1/24}",
+                                      "eth0: {switch: lan1, address: 192.168.1.1/30}"))
+    found = reach.warnings(lab)
+    assert found == ["nodes.r1.interfaces.eth0.address: r1's netmask /30 leaves 192.168.1.10 (host1, on the same "
+                     "segment lan1) out of its network, so r1 has no route for the replies to it: 192.168.1.1/24"]
+
+
+def test_routes_that_point_at_each_other_are_a_loop():
+    lab = routing(lambda t: t.replace("      - {to: 192.168.1.0/24, via: 10.0.12.1}\n",
+                                      "      - {to: 192.168.1.0/24, via: 10.0.12.1}\n"
+                                      "      - {to: 192.168.2.10/32, via: 10.0.12.1}\n"))
+    p = reach.walk(lab, "host1", "192.168.2.10")
+    assert p.end == "loop" and p.nodes == ["host1", "r1", "r2", "r1"]
+    assert [w for w in reach.warnings(lab) if "loops" in w] == [
+        "traffic from host1 to host2's http app (192.168.2.10) loops: host1 -> r1 -> r2 -> r1"]
+
+
+def test_validate_prints_warnings_after_the_ok_line_and_exits_0(capsys):
+    from nslab import cli
+    code = cli.main(["validate", str(ROOT / "topologies" / "broken" / "routing-forward-off.yaml")])
+    out = capsys.readouterr().out.splitlines()
+    assert code == 0 and out[0].endswith("0 services)") and out[1].startswith("warning: nodes.r1: ")
+    code = cli.main(["validate", str(ROOT / "topologies" / "routing.yaml")])
+    assert code == 0 and "warning" not in capsys.readouterr().out
