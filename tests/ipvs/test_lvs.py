@@ -43,12 +43,16 @@ def test_lvs_lab(root_dir, forward):
         assert {rs["method"] for rs in svc["real_servers"]} == {forward.upper() if forward != "nat" else "NAT"}
 
         # Under load: every request answered, the director's counters (after their fold) saw each
-        # connection, and only NAT carried replies.
+        # connection, and only NAT carried replies. wrk opens its next connection before it knows it is done:
+        # those (`unused`) reach the director without a request; a client port used again while the director
+        # still holds its old entry (FIN_WAIT, conn_reuse_mode) is not counted again.
         load = api.load(name, count=200, concurrency=20)
         assert load.ok and load.traffic["ok"] == 200, load.traffic
         rows = load.service["real_servers"]
-        assert sum(r["conns"] for r in rows) == 200
         assert sum(r["answered"] for r in rows) == 200
+        for r in rows:
+            reused = r["answered"] - (r["conns"] - r["unused"])
+            assert 0 <= reused <= max(3, r["answered"] // 20), rows
         replies = sum(r["outbytes"] for r in rows)
         assert (replies > 0) if forward == "nat" else (replies == 0), rows
     finally:
