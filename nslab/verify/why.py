@@ -32,7 +32,7 @@ CAUSES = {
     "nat-bypass": "NAT: the real server's reply bypassed the director",
     "tun-no-tunl0": "TUN: no tunl0 up on the real server",
     "tun-rp-filter": "TUN: rp_filter dropped the decapsulated packet", "loop": "a routing loop",
-    "unknown": "not found",
+    "unknown": "cause not identified",
 }
 TIMEOUT = 3.0  # seconds each request may take: a broken lab costs this long, a healthy one far less
 BUDGET = 240.0  # seconds the traffic generator may take in all: Python starts slowly in an emulated VM
@@ -155,8 +155,9 @@ def why(rlab: ResolvedLab, client: str, target, timeout: float = TIMEOUT) -> Why
         p = Probe(rlab, net, k, frames, client, target, shown)
         finding = None
         if bad:
-            finding = diagnose(p) or Finding("unknown", client, "the request failed: " + _errors(traffic),
-                                             "see the evidence", evidence=_hop_lines(shown))
+            finding = diagnose(p) or Finding("unknown", client, "the packets went both ways, but the client "
+                                             "reported: " + _errors(traffic), "see the evidence",
+                                             evidence=_hop_lines(shown))
         elif svc and svc.method is not Forward.NAT:
             finding = _vip_arp(p)
         if finding and finding.cause in ROUTED and shown.request and target.kind != "udp":
@@ -428,9 +429,11 @@ def _rp_filter(p: Probe, node, iface, src) -> Finding:
     else:
         fix = f"nodes.{node}.sysctls: {{net.ipv4.conf.all.rp_filter: 0, net.ipv4.conf.{iface}.rp_filter: 0}}"
     out = back["dev"] if back and back["ok"] else None
-    text = (f"{node} dropped the packet from {src} that arrived on {iface}: strict reverse-path filtering "
-            f"(rp_filter=1) accepts a packet only on the interface its route back leaves by, and {node}'s route "
-            f"back to {src} leaves by {out or 'no interface'}")
+    level = max((int(v) for v in values.values() if v and v.isdigit()), default=0)  # the kernel uses the max
+    text = (f"{node} dropped the packet from {src} that arrived on {iface}: reverse-path filtering "
+            f"(rp_filter={level}, {'strict' if level == 1 else 'loose'}) accepts a packet only "
+            + ("on the interface its route back leaves by" if level == 1 else "from a source it has a route to")
+            + f", and {node}'s route back to {src} leaves by {out or 'no interface'}")
     if tun:
         text = f"the decapsulated packet (client -> VIP) appears on tunl0; " + text
     return Finding("tun-rp-filter" if tun else "rp-filter", node, text, fix, iface,
@@ -511,7 +514,7 @@ def _refusal(p: Probe, server, last):
     return None
 
 
-def _at_server(p: Probe, server, last) -> Finding:
+def _at_server(p: Probe, server, last) -> Finding | None:
     """The request reached the node that holds its destination: did it answer, and did the answer arrive?"""
     k, w, got = p.k, p.w, innermost(last.ip)
     iface = _iface_of(p.rlab, server, last.frame)
@@ -544,8 +547,11 @@ def _at_server(p: Probe, server, last) -> Finding:
                        f"{svc.vip}, so {p.client} drops an answer it never asked for", fix,
                        _iface_of(p.rlab, server, first.frame),
                        [k.route_line(server, k.route(server, innermost(end.ip).dst))] + _hop_lines(w))
-    return Finding("unknown", server, f"the reply reached {p.client} from {innermost(end.ip).src}:"
-                   f"{innermost(end.ip).sport}, not from {p.target}", "see the evidence", None, _hop_lines(w))
+    got = innermost(end.ip)
+    if (got.src, got.sport) == (p.target.ip, p.target.port):
+        return None  # the network delivered both ways: why() reports what the client itself said
+    return Finding("unknown", server, f"the reply reached {p.client} from {got.src}:{got.sport}, not from "
+                   f"{p.target}, so the client drops it", "see the evidence", None, _hop_lines(w))
 
 
 def _nothing_listening(p: Probe, server, got, refused) -> Finding:
