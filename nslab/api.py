@@ -155,7 +155,8 @@ def down(lab: str) -> DownResult:
             ended = procs.end_all(owned)  # one pass over /proc for the whole lab, not one per namespace
             s.emptied.update(owned)
             kapply.finish_unfinished(s, journal)
-            kapply.undo(s, steps, journal, strict=False)
+            # Not journalled: the journal goes below, and a down cut short undoes it all again.
+            kapply.undo(s, steps, strict=False)
             for ns in owned:  # the sweep: marked as this lab's (read above), but not in the journal
                 if netns.exists(ns):
                     s.forget(ns)

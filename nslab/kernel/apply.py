@@ -36,8 +36,9 @@ def _batches(plan):
 def _not_done(session, ex, batch) -> list:
     """The actions of a batch that are not in place yet."""
     first = batch[0]
-    # In a namespace this run created nothing can be in place yet: skip the look.
-    if not isinstance(first, A.AddNetns) and _namespaces(first) <= session.fresh:
+    # In a namespace this run created (or, for a plan's diff, one still to create) nothing can be in place
+    # yet, nor a veth pair with an end there: skip the look.
+    if not isinstance(first, A.AddNetns) and _namespaces(first) & session.fresh:
         return list(batch)
     flags = ex.done_many(session, batch) if len(batch) > 1 else [ex.done(session, first)]
     return [a for a, ok in zip(batch, flags) if not ok]

@@ -27,11 +27,14 @@ class Action:
 
     def identity(self) -> tuple:
         """(kind, namespace, the fields that name the object): what the journal and a new plan are matched by."""
-        kind = type(self).__name__
-        names = IDENTITY.get(kind)
-        if names is None:
-            names = tuple(f.name for f in fields(self) if f.compare and f.name != "ns")
-        return (kind, self.ns, *(getattr(self, n) for n in names))
+        known = self.__dict__.get("_identity")  # frozen: worked out once (a big lab matches thousands)
+        if known is None:
+            kind = type(self).__name__
+            names = IDENTITY.get(kind)
+            if names is None:
+                names = tuple(f.name for f in fields(self) if f.compare and f.name != "ns")
+            known = self.__dict__["_identity"] = (kind, self.ns, *(getattr(self, n) for n in names))
+        return known
 
     def record(self) -> dict:
         """The action as JSON-ready data, {"kind": ..., "fields": {...}}: enough to rebuild it (see rebuild)."""
@@ -44,17 +47,20 @@ class Action:
     @staticmethod
     def rebuild(record: dict) -> "Action":
         """The action a record() came from. Raises KeyError for a kind this version doesn't know."""
-        cls = _kinds()[record["kind"]]
+        cls = _KINDS.get(record["kind"]) or _kinds()[record["kind"]]
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in record["fields"].items()})
 
 
+_KINDS: dict = {}  # kind name -> Action subclass, filled on first use
+
+
 def _kinds() -> dict:
-    out, todo = {}, [Action]
+    todo = [Action]
     while todo:
         for sub in todo.pop().__subclasses__():
-            out[sub.__name__] = sub
+            _KINDS[sub.__name__] = sub
             todo.append(sub)
-    return out
+    return _KINDS
 
 
 def _ip(ns, *words):
