@@ -1,0 +1,123 @@
+"""scripts/container-test against a fake podman: what it builds and runs, and that it removes what it made.
+
+The real thing (a build and a privileged run) is what CI runs after scripts/test; here only the script's
+own logic: options, the engine calls, and cleanup on pass, fail, timeout and --keep-image.
+"""
+
+import os
+import pathlib
+import subprocess
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "scripts" / "container-test"
+
+FAKE_PODMAN = r"""#!/bin/sh
+# Records each call; keeps "built" and "running" as files in $FAKE_DIR.
+echo "$*" >>"$FAKE_DIR/calls"
+while :; do case "$1" in --runtime|--cgroup-manager) shift 2 ;; *) break ;; esac; done
+case "$1" in
+    info) exit 0 ;;
+    --version) echo "podman version 0-fake" ;;
+    image) case "$2" in
+               inspect) case "$3" in *debian:12) exit 0 ;; *) test -e "$FAKE_DIR/built" ;; esac ;;
+               ls) echo "1 MB" ;;
+           esac ;;
+    build) touch "$FAKE_DIR/built" ;;
+    rmi) rm -f "$FAKE_DIR/built" ;;
+    container) test -e "$FAKE_DIR/running" ;;
+    rm) rm -f "$FAKE_DIR/running" ;;
+    run) touch "$FAKE_DIR/running"
+         if [ -n "${FAKE_HANG:-}" ]; then exec sleep 30; fi
+         rm -f "$FAKE_DIR/running"
+         exit "${FAKE_RUN_STATUS:-0}" ;;
+esac
+"""
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="the script runs as root (asks sudo otherwise)")
+
+
+@pytest.fixture
+def fake(tmp_path):
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    podman = bindir / "podman"
+    podman.write_text(FAKE_PODMAN)
+    podman.chmod(0o755)
+
+    def run(*args, **env):
+        full_env = dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}", FAKE_DIR=str(tmp_path), **env)
+        before = set(pathlib.Path("/var/tmp").glob("nslab-container-test.*"))
+        proc = subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, env=full_env, timeout=120)
+        assert set(pathlib.Path("/var/tmp").glob("nslab-container-test.*")) == before, "scratch left behind"
+        calls = (tmp_path / "calls").read_text().splitlines() if (tmp_path / "calls").exists() else []
+        # Drop the global options, so that each call reads as the subcommand and its arguments.
+        for opt in ("--runtime runc ", "--cgroup-manager cgroupfs "):
+            calls = [c.replace(opt, "") for c in calls]
+        return proc, calls, tmp_path
+
+    return run
+
+
+def test_help_and_bad_usage_need_no_root_and_no_engine():
+    out = subprocess.run([str(SCRIPT), "--help"], capture_output=True, text=True)
+    assert out.returncode == 0
+    assert "--keep-image" in out.stdout and "KEPT as a cache" in out.stdout and "set -u" not in out.stdout
+    for bad in (["--bogus"], ["--timeout"], ["--timeout", "soon"], ["--timeout=0"]):
+        out = subprocess.run([str(SCRIPT), *bad], capture_output=True, text=True)
+        assert out.returncode == 2, (bad, out.stderr)
+        assert "see --help" in out.stderr
+
+
+@needs_root
+def test_builds_runs_privileged_without_network_then_removes_its_image(fake):
+    proc, calls, state = fake("--", "-k", "routing")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (build,) = [c for c in calls if c.startswith("build ")]
+    assert "--network host" in build and build.endswith("-f Containerfile .")
+    image = build.split(" -t ")[1].split()[0]
+    assert image.startswith("localhost/nslab-container-test:run-")
+    (run,) = [c for c in calls if c.startswith("run ")]
+    assert "--privileged --network none" in run and "--rm" in run and "--ulimit nofile=" in run
+    assert run.endswith(f"{image} scripts/container-test --in-container -k routing")
+    assert calls[-1] == f"rmi {image}" and not (state / "built").exists()
+    assert not any(c.startswith("rmi") and "debian" in c for c in calls), "the base image is a kept cache"
+    assert "passed: run" in proc.stdout
+
+
+@needs_root
+def test_keep_image_keeps_it_and_netns_only_is_passed_in(fake):
+    proc, calls, state = fake("--keep-image", "--netns-only")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert not any(c.startswith("rmi") for c in calls) and (state / "built").exists()
+    (run,) = [c for c in calls if c.startswith("run ")]
+    assert run.endswith("localhost/nslab-container-test:latest scripts/container-test --in-container --netns-only")
+    assert "kept image localhost/nslab-container-test:latest" in proc.stdout
+
+
+@needs_root
+def test_failed_tests_exit_1_and_still_remove_the_image(fake):
+    proc, calls, state = fake(FAKE_RUN_STATUS="1")
+    assert proc.returncode == 1
+    assert "the tests failed" in proc.stderr
+    assert calls[-1].startswith("rmi localhost/nslab-container-test:run-") and not (state / "built").exists()
+
+
+@needs_root
+def test_timeout_removes_the_container_and_the_image(fake):
+    proc, calls, state = fake("--timeout", "2", FAKE_HANG="1")
+    assert proc.returncode == 124, proc.stdout + proc.stderr
+    assert "did not finish within 2 s" in proc.stderr
+    assert any(c.startswith("rm -f nslab-container-test-") for c in calls)
+    assert not (state / "running").exists() and not (state / "built").exists()
+
+
+def test_containerfile_installs_with_install_sh_and_runs_the_script():
+    text = (ROOT / "Containerfile").read_text()
+    assert "FROM debian:12" in text and "COPY . /src" in text and "scripts/install.sh" in text
+    assert 'CMD ["scripts/container-test", "--in-container"]' in text
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert ".git" in ignored
+    for needed in ("nslab", "scripts", "tests", "topologies", "pyproject.toml", "README.md"):
+        assert needed not in ignored
