@@ -26,7 +26,7 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
-PACKAGES="iproute2 iputils-ping nftables procps ipvsadm wrk kmod qemu-system-x86 linux-image-amd64 busybox-static"
+PACKAGES="iproute2 iputils-ping nftables procps ipvsadm wrk kmod qemu-system-x86 linux-image-amd64 busybox-static file binutils"
 if ! python3 -m pip --version >/dev/null 2>&1; then
     PACKAGES="$PACKAGES python3-pip"
 fi
