@@ -22,6 +22,7 @@ class Captured:
         self.taps = _select(rlab, links)
         self._cap = Capture(self.taps)
         self.frames = []
+        self.went_down = set()  # labels of links whose interface went down during the block
 
     def __enter__(self) -> "Captured":
         self._cap.start()
@@ -34,6 +35,7 @@ class Captured:
             seen = self._cap.seen
             time.sleep(QUIET_SECONDS)
         self.frames = self._cap.stop()
+        self.went_down = set(self._cap.went_down)
 
     @property
     def links(self) -> list[str]:

@@ -56,6 +56,7 @@ class Capture:
         self.truncated = False
         self.ready_seconds = None
         self._raw = []  # (tap, t, bytes, pkttype): decoded after stop, so the reader stays quick
+        self.went_down: set[str] = set()  # labels of taps whose interface went down while sniffed
         self._socks = []
         self._stop = threading.Event()
         self._thread = None
@@ -99,6 +100,11 @@ class Capture:
             try:
                 data, anc, _, addr = s.recvmsg(65535, socket.CMSG_SPACE(16))
             except BlockingIOError:
+                return
+            except OSError:
+                # The interface went down (ENETDOWN, reported once): the socket stays bound and
+                # hears frames again once it is up, so one failed link must not end the capture.
+                self.went_down.add(tap.label)
                 return
             t = time.time()
             for level, kind, value in anc:
