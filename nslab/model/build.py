@@ -176,7 +176,9 @@ class Builder:
                     value = []
                 paths[key] = tuple(value)
             reaches = self.boolean(p + ("reaches",), e["reaches"]) if "reaches" in e else True
-            out.append(Expect(sender=e["from"], to=e["to"], reaches=reaches is not False, **paths))
+            same_ip = self.boolean(p + ("same_ip",), e["same_ip"]) if "same_ip" in e else False
+            out.append(Expect(sender=e["from"], to=e["to"], reaches=reaches is not False, same_ip=same_ip is True,
+                              **paths))
         return tuple(out)
 
     def switches(self, raw):

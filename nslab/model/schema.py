@@ -108,6 +108,7 @@ class Expect:
     reaches: bool = True  # False: the request must go unanswered (a lab broken on purpose)
     path: tuple[str, ...] = ()  # the request's nodes in order, sender first
     reply_path: tuple[str, ...] = ()  # the reply's nodes in order
+    same_ip: bool = False  # the request keeps its IP pair on every link (no NAT on the way)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from ..kernel import addrs, netns, observe, procs, procsys as sysctl
 from ..kernel.session import Session
 from ..model.resolve import ResolvedLab, ServiceFacts
 from ..model.schema import Forward
-from . import concepts, walk
+from . import concepts, lessons, walk
 from .sniff import Capture
 
 QUIET_SECONDS = 0.2  # after the traffic: wait until no frame arrived for this long (closing FINs in flight)
@@ -149,6 +149,8 @@ def expectations(lab: ResolvedLab) -> list:
     for i, exp in enumerate(lab.topology.expect):
         target = pick_target(lab, exp.to)
         frames, traffic, _ = capture_traffic(lab, exp.sender, target, count=1)
-        w, _, _ = analyse(lab, exp.sender, target, frames, traffic)
+        w, net, _ = analyse(lab, exp.sender, target, frames, traffic)
         out.append(concepts.check_expectation(i, exp, w, traffic))
+        if exp.same_ip:
+            out.append(lessons.check_same_ip(i, exp, w, net))
     return out

@@ -79,7 +79,8 @@ services:
       rs1: {weight: 2, address: 10.0.0.11, port: 8080}
       rs2:
 expect:
-  - {from: client, to: web, reaches: true, path: [client, router, director], reply_path: [director, router, client]}
+  - {from: client, to: web, reaches: true, path: [client, router, director], reply_path: [director, router, client],
+     same_ip: false}
 """
 
 GOOD = [FULL, (ROOT / "tests/unit/test_model_errors.py").read_text().split('GOOD = """\\\n')[1].split('"""')[0]]
@@ -90,7 +91,7 @@ GOLDEN_REJECTED = ["unknown-key-typo", "line-breaks-unicode", "scheduler-unknown
                    "lab-name-invalid", "name-missing", "nodes-empty", "node-name-invalid", "node-name-reserved",
                    "interface-name-too-long", "interface-named-all", "interface-named-tunl0", "switch-named-lo",
                    "switch-empty", "mac-multicast", "mac-all-zero", "exec-nul", "route-dev-empty",
-                   "sysctl-not-network", "sysctl-global"]
+                   "sysctl-not-network", "sysctl-global", "expect-same-ip-not-bool"]
 
 # (what, replace this in FULL, with this)
 HAND_MADE = [
