@@ -1,0 +1,40 @@
+"""Every lab the host kernel can run passes `verify`, and every broken twin of one fails it, the check that
+fails naming its reason (the LVS labs and twins are the ipvs tier's)."""
+
+import pathlib
+
+import pytest
+
+from nslab import model
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def host_labs(pattern):
+    return [p.relative_to(ROOT / "topologies").with_suffix("").as_posix()
+            for p in sorted((ROOT / "topologies").glob(pattern)) if not model.load(str(p)).services]
+
+
+# twin -> (the check that must fail, words its summary must hold); a twin not listed must fail some check
+REASONS = {
+    "broken/snat-missing": ("snat", ["192.168.0.10", "private address", "nodes.router.nat"]),
+    "broken/routing-nat": ("expect[0].same_ip", ["r1 changed the IP pair", "nodes.r1.nat"]),
+}
+
+
+@pytest.mark.parametrize("rel", host_labs("*.yaml"))
+def test_shipped_lab_passes_verify(make_lab, rel):
+    report = make_lab(rel).verify()
+    assert report.ok, str(report)
+    assert [r for r in report.results if r.status == "PASS"], str(report)
+
+
+@pytest.mark.parametrize("rel", host_labs("broken/*.yaml"))
+def test_broken_twin_fails_verify_with_its_reason(make_lab, rel):
+    report = make_lab(rel).verify()
+    assert not report.ok, str(report)
+    if rel in REASONS:
+        check, words = REASONS[rel]
+        failed = {r.name: r.summary for r in report.failed}
+        assert check in failed, str(report)
+        assert all(w in failed[check] for w in words), failed[check]
