@@ -83,6 +83,7 @@ def up(topo: Topology, progress=None) -> UpResult:
                     state.remove(topo.name)
                 raise
             journal.compact()
+        # A new state: the faults `nslab fail` recorded are gone, as this run brought the lab back to its file.
         state.save(topo.name, {
             "lab": topo.name, "source": os.path.abspath(topo.source) if topo.source != "<string>" else None,
             "topology": topo.text, "namespaces": [a.ns for a in actions if type(a).__name__ == "AddNetns"],
@@ -207,7 +208,9 @@ def status(lab: str, connections: bool = False, settle: bool = True) -> dict:
     require_root()
     topo = topology_of(lab)
     steps = state.Journal(lab).steps()  # the apps it started, with their pids
-    out = {"lab": lab, "description": topo.description, "nodes": [], "switches": list(topo.switches)}
+    faults = state.faults(lab)
+    out = {"lab": lab, "description": topo.description, "nodes": [], "switches": list(topo.switches),
+           "faults": faults}
     with Session() as s:
         for node in topo.nodes:
             ns = names.node_ns(lab, node.name)
@@ -220,9 +223,29 @@ def status(lab: str, connections: bool = False, settle: bool = True) -> dict:
                                        (i["name"] == "lo" and len(i["addresses"]) > 1) or
                                        (i["name"] not in ("lo",) and (i["up"] or i["addresses"]))]
             entry["apps"] = procs.recorded_apps(steps, ns)
+            entry["faults"] = [f for f in faults if f["node"] == node.name]
             out["nodes"].append(entry)
         out["services"] = [_service_status(s, topo, svc, connections, settle) for svc in topo.services]
     return out
+
+
+def fail(lab: str, node: str, link: str | None = None, whole_node: bool = False):
+    """Fail a node of a running lab: stop every lab process it runs (its app, and any other process nslab
+    started there), or take one of its links down (link), or both for all its links (whole_node). The
+    fault is recorded in the lab's state and shown by status. Returns a faults.FaultResult (.changed is
+    False, with a message, when it had failed already); raises UsageError for an unknown lab, node or link."""
+    from . import faults
+    require_root()
+    return faults.fail(topology_of(lab), node, link, whole_node)
+
+
+def heal(lab: str, node: str, link: str | None = None, whole_node: bool = False):
+    """Undo exactly what the matching fail did: links up, with the routes the kernel dropped along with them
+    put back, then the processes started again as `up` starts them. Returns a faults.FaultResult (.changed is
+    False when nothing of that kind had failed); raises UsageError, KernelError."""
+    from . import faults
+    require_root()
+    return faults.heal(topology_of(lab), node, link, whole_node)
 
 
 def _service_status(session, topo, svc, connections, settle):
@@ -484,6 +507,12 @@ class Lab:
 
     def why(self, source: str, target: str | None = None):
         return why(self.name, source, target)
+
+    def fail(self, node: str, link: str | None = None, whole_node: bool = False):
+        return fail(self.name, node, link, whole_node)
+
+    def heal(self, node: str, link: str | None = None, whole_node: bool = False):
+        return heal(self.name, node, link, whole_node)
 
     def capture(self, links=None):
         """A context manager sniffing every link (or the named segments/taps) around a block of traffic;

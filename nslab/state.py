@@ -52,6 +52,18 @@ def save(lab: str, data: dict) -> None:
     os.replace(tmp, os.path.join(path, "state.json"))
 
 
+def faults(lab: str) -> list[dict]:
+    """The faults `nslab fail` made and `heal` has not undone (see nslab/faults.py); `up` drops them with the
+    state it rewrites, since it brings the lab back to its file."""
+    return (load(lab) or {}).get("faults", [])
+
+
+def set_faults(lab: str, records: list[dict]) -> None:
+    data = load(lab) or {}
+    data["faults"] = records
+    save(lab, data)
+
+
 def remove(lab: str) -> None:
     shutil.rmtree(lab_dir(lab), ignore_errors=True)
     with contextlib.suppress(OSError):

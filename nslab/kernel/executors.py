@@ -47,6 +47,11 @@ EXECUTORS: dict[type, Executor] = {
 }
 
 
+def runs_process(action) -> bool:
+    """Whether the action runs a lab process of its node (its executor says lab_process = True)."""
+    return getattr(EXECUTORS[type(action)], "lab_process", False)
+
+
 def executor(action) -> Executor:
     """The executor of an action's kind."""
     return EXECUTORS[type(action)]

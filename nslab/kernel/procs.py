@@ -133,6 +133,8 @@ class AppExecutor:
     """A built-in app, started in the background. Undo data: its pid (undo ends exactly that process, if it
     still runs in that namespace); done() asks whether the pid the journal holds still runs."""
 
+    lab_process = True
+
     @staticmethod
     def done(s, a):
         pid = s.journalled.get(a.identity())
