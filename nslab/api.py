@@ -318,7 +318,7 @@ def trace(lab: str, source: str, target: str | None = None):
 
 def load(lab: str, source: str | None = None, target: str | None = None, count: int | None = 1000,
          concurrency: int = 50, timeout: float = 3.0, duration: float | None = None, threads: int = 2,
-         keepalive: bool = False, progress=None):
+         keepalive: bool = False, progress=None, fault=None):
     """Send `count` requests, or send for `duration` seconds, from a node (default: the lab's client) to
     a target (default: the first service), and report rate, latency, errors by kind, each real server's
     share and what crossed the director, from the IPVS counters after the kernel's next fold.
@@ -326,7 +326,10 @@ def load(lab: str, source: str | None = None, target: str | None = None, count: 
     HTTP targets get wrk (verify/wrk.py) inside the node: `concurrency` connections over `threads`
     threads, a new connection per request (IPVS schedules connections) unless keepalive=True;
     progress(answered, elapsed_s) is called while it runs. Other targets (TCP/UDP echo) get the Python
-    generator, by count only. Returns a verify.report.LoadReport; raises UsageError, EnvironmentMissing."""
+    generator, by count only. fault (a faults.Scheduled; HTTP and a duration only) fails a node during the
+    load and heals it: the report then has, second by second, the answers and what the client's kernel saw
+    fail (refused, reset, stalled SYNs), and when the service recovered. Returns a verify.report.LoadReport;
+    raises UsageError, EnvironmentMissing."""
     from .kernel.session import Session
     from .verify import concepts, run
     from .verify.report import LoadReport
@@ -347,11 +350,15 @@ def load(lab: str, source: str | None = None, target: str | None = None, count: 
     tgt = run.pick_target(rlab, target)
     if tgt.kind != "http" and (duration is not None or keepalive):
         raise UsageError(f"target {tgt} is {tgt.kind}: a duration and keep-alive need an HTTP target (wrk)")
+    if fault is not None:
+        if tgt.kind != "http" or duration is None:
+            raise UsageError("a fail during a load needs an HTTP target (wrk) and a duration (-d SECONDS)")
+        fault.check(topo, duration)
     svc = tgt.service
     declared = next((s for s in topo.services if svc and s.name == svc.name), None)
     with Session() as s:
         before = _service_status(s, topo, declared, False, settle=False) if svc else None
-    unused = None
+    unused = faults_seen = None
     if tgt.kind == "http":
         from .verify import wrk
         stop_hook = None
@@ -368,14 +375,19 @@ def load(lab: str, source: str | None = None, target: str | None = None, count: 
                     if c["client"] in idle:
                         rip = c["real_server"].rpartition(":")[0]
                         unused[rip] = unused.get(rip, 0) + 1
+        watch = _FaultWatch(topo, rlab.ns(client), tgt, fault, progress, stop_hook) if fault else None
         traffic = wrk.run(rlab.ns(client), tgt.ip, tgt.port, count=count, duration=duration,
                           connections=concurrency, threads=threads, keepalive=keepalive, timeout=timeout,
-                          progress=progress, before_stop=stop_hook, probe=svc is None)
+                          progress=watch.progress if watch else progress,
+                          before_stop=watch.before_stop if watch else stop_hook, probe=svc is None,
+                          started=watch.start if watch else None)
+        faults_seen = watch.finish() if watch else None
     else:
         traffic = run.send(rlab, client, tgt, count, concurrency, timeout)
         traffic.setdefault("sent", count)
         traffic["engine"] = "python"
     report = LoadReport(lab, client, str(tgt), traffic.get("connections", concurrency), traffic)
+    report.faults = faults_seen
     if svc:
         with Session() as s:
             after = _service_status(s, topo, declared, False, settle=True)
@@ -391,6 +403,40 @@ def load(lab: str, source: str | None = None, target: str | None = None, count: 
         report.service = {"name": svc.name, "forward": svc.method.value, "scheduler": after.get("scheduler"),
                           "real_servers": rows}
     return report
+
+
+class _FaultWatch:
+    """A fault injected during a wrk load, and the client's view of it (verify/timeline.py): started with
+    wrk, the sampler stopped once every wrk thread is done (before wrk ends its idle connections)."""
+
+    def __init__(self, topo, client_ns, tgt, fault, progress, stop_hook):
+        from . import faults
+        from .verify import timeline
+        self.fault, self._progress, self._stop_hook = fault, progress, stop_hook
+        self.sampler = timeline.Sampler(client_ns, tgt.ip, tgt.port)
+        self.injector = faults.Injector(topo, fault)
+        self.samples = None
+
+    def start(self, t0: float) -> None:
+        self.sampler.start(t0)
+        self.injector.start(t0)
+
+    def progress(self, answered, elapsed):
+        self.sampler.note_answered(answered)
+        if self._progress:
+            self._progress(answered, elapsed)
+
+    def before_stop(self):
+        self.samples = self.sampler.stop()
+        if self._stop_hook:
+            self._stop_hook()
+
+    def finish(self) -> dict:
+        from .verify import timeline
+        events = self.injector.stop()
+        if self.samples is None:  # wrk ended without its threads saying they were done
+            self.samples = self.sampler.stop()
+        return timeline.summarize(self.samples, events, self.fault.fail_at, self.fault.heal_at)
 
 
 def _ipvs_connections(director_ns: str, vip: str) -> list:

@@ -36,6 +36,7 @@ examples:
   sudo nslab trace routing host1 host2         one request and its reply, hop by hop
   sudo nslab load dr -n 1000 -c 50             rate, latency, share per real server, bytes via the director
   sudo nslab fail dr rs1 ; sudo nslab heal dr rs1   stop rs1's app, then start it again
+  sudo nslab load dr -d 12 --fail-at 4 rs1 --heal-at 8   the errors a dead real server causes, second by second
   nslab plan topologies/dr.yaml                the same lab as ip/sysctl/ipvsadm commands, with reasons
   sudo nslab down routing                      remove every trace of it
   sudo nslab vm -- nslab verify topologies/dr.yaml   LVS in a VM whose kernel has IPVS
@@ -108,6 +109,17 @@ def build_parser():
                     help="keep connections open for many requests (default: a new connection per request, "
                     "because IPVS schedules connections)")
     sp.add_argument("--timeout", type=float, default=3.0, help="seconds a request may take (default 3)")
+    fault = sp.add_argument_group("a fault during the load (needs -d; the report adds, second by second, the "
+                                  "answers and the connections the client saw fail, and when the service "
+                                  "recovered)")
+    fault.add_argument("--fail-at", nargs=2, metavar=("SECONDS", "NODE"),
+                       help="`nslab fail` NODE that many seconds into the load (its processes: e.g. a real "
+                       "server's app)")
+    which = fault.add_mutually_exclusive_group()
+    which.add_argument("--fail-link", metavar="IFACE", help="fail this link of NODE instead")
+    which.add_argument("--fail-node", action="store_true", help="fail the whole NODE instead (links and processes)")
+    fault.add_argument("--heal-at", type=float, metavar="SECONDS",
+                       help="`nslab heal` it that many seconds into the load (default: it stays failed)")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
 
     for name, func, text in (
@@ -314,7 +326,22 @@ def _print_service(svc):
                   f"expires in {c['expires_s']} s")
 
 
+def _scheduled_fault(args):
+    from .errors import UsageError
+    if not args.fail_at:
+        if args.fail_link or args.fail_node or args.heal_at is not None:
+            raise UsageError("--fail-link, --fail-node and --heal-at go with --fail-at SECONDS NODE")
+        return None
+    try:
+        at = float(args.fail_at[0])
+    except ValueError:
+        raise UsageError(f"--fail-at SECONDS NODE: '{args.fail_at[0]}' is not a number of seconds") from None
+    from .faults import Scheduled
+    return Scheduled(args.fail_at[1], at, args.heal_at, args.fail_link, args.fail_node)
+
+
 def cmd_load(args):
+    fault = _scheduled_fault(args)
     progress = None
     if sys.stderr.isatty():
         goal = f"/{args.count}" if args.duration is None else ""
@@ -325,7 +352,8 @@ def cmd_load(args):
             sys.stderr.flush()
     try:
         report = api.load(args.lab, args.source, args.target, args.count, args.concurrency, timeout=args.timeout,
-                          duration=args.duration, threads=args.threads, keepalive=args.keepalive, progress=progress)
+                          duration=args.duration, threads=args.threads, keepalive=args.keepalive, progress=progress,
+                          fault=fault)
     finally:
         if progress:
             sys.stderr.write("\r\033[K")

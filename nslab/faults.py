@@ -165,3 +165,67 @@ def _describe(action, pid) -> str:
     kind, port = getattr(action, "kind", None), getattr(action, "port", None)
     label = f"{kind} :{port}" if kind and port else type(action).__name__
     return f"{label} (pid {pid})"
+
+
+@dataclass(frozen=True)
+class Scheduled:
+    """A fault injected during a load: `node` failed (its processes, one link, or the whole node) fail_at
+    seconds into it, and healed heal_at seconds into it (None: left failed after the load)."""
+
+    node: str
+    fail_at: float
+    heal_at: float | None = None
+    link: str | None = None
+    whole_node: bool = False
+
+    def check(self, topo, duration: float) -> None:
+        """Raises UsageError for an unknown node or link, or times outside the load."""
+        check_target(topo, self.node, self.link)
+        if not 0 <= self.fail_at < duration:
+            raise UsageError(f"the fail at {self.fail_at:g} s must fall within the load's {duration:g} s")
+        if self.heal_at is not None and not self.fail_at < self.heal_at < duration:
+            raise UsageError(f"the heal at {self.heal_at:g} s must come after the fail ({self.fail_at:g} s) "
+                             f"and within the load's {duration:g} s")
+
+    def describe(self) -> str:
+        return what("node" if self.whole_node else "link" if self.link else "processes", self.node, self.link)
+
+
+class Injector:
+    """Runs a Scheduled fault on time from a thread of its own; events: what happened when (seconds after
+    t0), with the fail's or heal's message, or the error that stopped it."""
+
+    def __init__(self, topo, fault: Scheduled):
+        import threading
+        self.topo, self.fault, self.events = topo, fault, []
+        self._cancel = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="nslab-fault", daemon=True)
+        self._t0 = None
+
+    def start(self, t0: float) -> None:
+        self._t0 = t0
+        self._thread.start()
+
+    def _at(self, when: float, name: str, func) -> bool:
+        if self._cancel.wait(max(0.0, self._t0 + when - time.monotonic())):
+            return False
+        began = time.monotonic() - self._t0
+        f = self.fault
+        event = {"at": round(began, 3), "what": f"{name} {f.describe()}", "planned_at": when}
+        try:
+            event["message"] = func(self.topo, f.node, f.link, f.whole_node).message
+        except Exception as e:  # noqa: BLE001 - reported with the load (the lab may be left failed)
+            event["error"] = str(e)
+        event["took_s"] = round(time.monotonic() - self._t0 - began, 3)
+        self.events.append(event)
+        return "error" not in event
+
+    def _run(self):
+        if self._at(self.fault.fail_at, "fail", fail) and self.fault.heal_at is not None:
+            self._at(self.fault.heal_at, "heal", heal)
+
+    def stop(self) -> list:
+        """Cancel what has not happened yet (the load ended early); wait for what is under way."""
+        self._cancel.set()
+        self._thread.join()
+        return self.events

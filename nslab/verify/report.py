@@ -113,10 +113,13 @@ class LoadReport:
     concurrency: int
     traffic: dict
     service: dict | None = None
+    faults: dict | None = None  # a fault during the load: verify/timeline.py's summary
 
     @property
     def ok(self) -> bool:
         t = self.traffic
+        if self.faults is not None:  # errors are what a fault is for: ok when it ran as planned
+            return bool(t.get("ok")) and not t.get("error") and not any("error" in e for e in self.faults["events"])
         return bool(t.get("ok")) and t.get("ok") == t.get("sent") and not t.get("error") and not t.get("failed")
 
     def _how(self) -> str:
@@ -164,6 +167,9 @@ class LoadReport:
                                "(net.ipv4.vs.conn_reuse_mode)")
             if t.get("mode") == "keepalive":
                 out.append("  kept-alive: IPVS balanced the connections, not the requests")
+            if self.faults is not None and t.get("mode") != "keepalive":
+                out.append("  (with a fault, a refused connection counts as a connection of the real server "
+                           "it was sent to, without an answer)")
             pkts_in = sum(rs["inpkts"] for rs in rows_in)
             pkts_out = sum(rs["outpkts"] for rs in rows_in)
             bytes_in = sum(rs["inbytes"] for rs in rows_in)
@@ -173,13 +179,46 @@ class LoadReport:
                        f"({bytes_out} bytes) out{per}"
                        + (": NAT replies come back through it" if svc["forward"] == "nat"
                           else ": replies bypass it, which is why DR/TUN scale"))
+        if self.faults is not None:
+            out += fault_lines(self.faults)
         return out
 
     def as_dict(self) -> dict:
         out = {"lab": self.lab, "from": self.source, "target": self.target, "traffic": self.traffic, "ok": self.ok}
         if self.service:
             out["service"] = self.service
+        if self.faults is not None:
+            out["faults"] = self.faults
         return out
 
     def __str__(self):
         return "\n".join(self.lines())
+
+
+def fault_lines(f: dict) -> list[str]:
+    """A fault during a load: the fail and heal as they happened, second by second what the client saw, and
+    when the service recovered."""
+    out = ["  fault during the load (times in seconds from the start of the load):"]
+    for e in f["events"]:
+        text = f"{e['what']} FAILED: {e['error']}" if "error" in e else e["message"].split(". `nslab heal")[0]
+        out.append(f"    {e['at']:6.2f} s  {text} (took {e['took_s']:.2f} s)")
+    rows = [("second", "answered", "refused", "reset", "stalled SYNs")]
+    marks = {int(e["at"]): e["what"].split()[0] for e in f["events"]}
+    for r in f["seconds"]:
+        rows.append((f"{r['second']}" + (f" <- {marks[r['second']]}" if r["second"] in marks else ""),
+                     r["answered"], r["refused"], r["reset"], r["stalled"]))
+    out += table(rows, indent="    ", left=1)
+    out.append("  refused: the client's SYN was answered by a RST (nothing listens there); reset: an open "
+               "connection was reset; stalled: SYNs sent again because nobody answers (the client's kernel counts)")
+    if f["first_error_s"] is None:
+        out.append("  the client saw no failed connection")
+        return out
+    out.append(f"  {f['refused']} refused and {f['reset']} reset connection(s), from {f['first_error_s']:.1f} s to "
+               f"{f['last_error_s']:.1f} s")
+    if f.get("recovered"):
+        heal = (f", {f['recovered_after_heal_s']:.1f} s after the heal" if "recovered_after_heal_s" in f else "")
+        out.append(f"  recovered: the last error {f['recovered_after_fail_s']:.1f} s after the fail{heal} "
+                   f"(to within {f['sample_s']:g} s); answers went on after it")
+    elif f["events"] and f["events"][0]["what"].startswith("fail"):
+        out.append("  not recovered: no answer came after the last error before the load ended")
+    return out

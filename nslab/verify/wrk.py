@@ -63,31 +63,33 @@ def shape(count: int | None, duration: float | None, connections: int, threads: 
 
 def run(ns: str, ip: str, port: int, count: int | None = None, duration: float | None = None,
         connections: int = 50, threads: int = 2, keepalive: bool = False, timeout: float = 3.0,
-        progress=None, before_stop=None, probe: bool = True) -> dict:
+        progress=None, before_stop=None, probe: bool = True, started=None) -> dict:
     """Run wrk inside namespace ns against http://ip:port/; the result dict (see result()).
 
     progress(answered, elapsed_s) is called as answers come in; before_stop() once every thread is
     done, while wrk still holds its idle connections. probe=False leaves out wrk's test connection to
-    the target before the run (to a VIP, the director would count it). Raises EnvironmentMissing
-    without wrk."""
+    the target before the run (to a VIP, the director would count it). started(t0) is called with the
+    time.monotonic() wrk was started at. Raises EnvironmentMissing without wrk."""
     if not available():
         raise EnvironmentMissing("HTTP load needs wrk: apt-get install wrk (scripts/install.sh installs it)")
     connections, threads = shape(count, duration, connections, threads)
     cmd = argv(f"http://{ip}:{port}/", count, duration, connections, threads, keepalive, timeout, progress is not None)
-    started = time.monotonic()
+    started_at = time.monotonic()
     answered, done, other = {}, set(), []
     env = dict(os.environ, NSLAB_WRK_NO_PROBE="0" if probe else "1")
     with netns.child_enters(ns) as enter:
         proc = subprocess.Popen(cmd, preexec_fn=enter, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, env=env)
     try:
+        if started:
+            started(started_at)
         for line in proc.stderr:
             word, _, rest = line.partition(" ")
             if word in ("nslab-progress", "nslab-done"):
                 tid, n = (int(x) for x in rest.split())
                 answered[tid] = n
                 if progress:
-                    progress(sum(answered.values()), time.monotonic() - started)
+                    progress(sum(answered.values()), time.monotonic() - started_at)
                 if word == "nslab-done":
                     done.add(tid)
                     if len(done) == threads:

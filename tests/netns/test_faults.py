@@ -3,13 +3,15 @@ what heal puts back (routes the kernel dropped included), what status shows, and
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
 import pytest
 
-from nslab import api, state
+from nslab import api, faults, state
 from nslab.errors import UsageError
+from nslab.verify import timeline
 from nslab.kernel import netns
 
 ASK = ("import socket,sys\n"
@@ -140,3 +142,40 @@ def test_up_heals_and_down_after_fail_leaves_nothing(root_dir):
     for found in pids.values():
         for pid in found:
             assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="needs wrk (apt-get install wrk)")
+def test_load_with_a_fail_and_a_heal_reports_when_the_errors_were(make_lab):
+    lab = make_lab("routing")
+    fault = faults.Scheduled("host2", fail_at=1.0, heal_at=2.5)
+    report = lab.load(source="host1", target="host2", duration=4, concurrency=4, threads=1, fault=fault)
+    f, t = report.faults, report.traffic
+    assert report.ok, report.lines()
+    assert [e["what"] for e in f["events"]] == ["fail host2's processes", "heal host2's processes"]
+    assert 1.0 <= f["events"][0]["at"] < 1.5 and 2.5 <= f["events"][1]["at"] < 3.0
+    # every refused connection the client's kernel counted is one wrk counted as an error; wrk's others are
+    # the few requests in flight when the app died (closed on them: at most one per connection)
+    kernel = f["refused"] + f["reset"]
+    assert f["refused"] > 0 and kernel <= t["failed"] <= kernel + t["connections"], (f, t["errors"])
+    assert f["events"][0]["at"] <= f["first_error_s"] + timeline.STEP
+    assert f["last_error_s"] <= f["events"][1]["at"] + f["events"][1]["took_s"] + 2 * timeline.STEP
+    assert f["recovered"] and f["recovered_after_fail_s"] >= 1.5
+    seconds = f["seconds"]
+    assert seconds[0]["answered"] > 0 and seconds[0]["refused"] == 0 and seconds[3]["answered"] > 0
+    assert api.status(lab.name, settle=False)["faults"] == []
+    text = str(report)
+    assert "<- fail" in text and "<- heal" in text and "recovered: the last error" in text
+
+
+def test_load_fault_needs_a_duration_and_times_inside_it(make_lab):
+    lab = make_lab("routing")
+    with pytest.raises(UsageError, match="duration"):
+        lab.load(source="host1", target="host2", count=10, fault=faults.Scheduled("host2", 1.0))
+    with pytest.raises(UsageError, match="within the load"):
+        lab.load(source="host1", target="host2", duration=2, fault=faults.Scheduled("host2", 3.0))
+    with pytest.raises(UsageError, match="after the fail"):
+        lab.load(source="host1", target="host2", duration=2, fault=faults.Scheduled("host2", 1.0, heal_at=0.5))
+    with pytest.raises(UsageError, match="no node 'nope'"):
+        lab.load(source="host1", target="host2", duration=2, fault=faults.Scheduled("nope", 1.0))
+    bad = nslab("load", lab.name, "--target", "host2", "-d", "2", "--heal-at", "1")
+    assert bad.returncode == 2 and "--fail-at" in bad.stderr
