@@ -414,7 +414,7 @@ class _FaultWatch:
         from .verify import timeline
         self.fault, self._progress, self._stop_hook = fault, progress, stop_hook
         self.sampler = timeline.Sampler(client_ns, tgt.ip, tgt.port)
-        self.injector = faults.Injector(topo, fault)
+        self.injector = faults.Injector(topo, fault, before=self.sampler.sample)
         self.samples = None
 
     def start(self, t0: float) -> None:

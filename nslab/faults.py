@@ -193,11 +193,12 @@ class Scheduled:
 
 class Injector:
     """Runs a Scheduled fault on time from a thread of its own; events: what happened when (seconds after
-    t0), with the fail's or heal's message, or the error that stopped it."""
+    t0), with the fail's or heal's message, or the error that stopped it. before() is called right before
+    each."""
 
-    def __init__(self, topo, fault: Scheduled):
+    def __init__(self, topo, fault: Scheduled, before=None):
         import threading
-        self.topo, self.fault, self.events = topo, fault, []
+        self.topo, self.fault, self.events, self._before = topo, fault, [], before
         self._cancel = threading.Event()
         self._thread = threading.Thread(target=self._run, name="nslab-fault", daemon=True)
         self._t0 = None
@@ -209,6 +210,8 @@ class Injector:
     def _at(self, when: float, name: str, func) -> bool:
         if self._cancel.wait(max(0.0, self._t0 + when - time.monotonic())):
             return False
+        if self._before:
+            self._before()
         began = time.monotonic() - self._t0
         f = self.fault
         event = {"at": round(began, 3), "what": f"{name} {f.describe()}", "planned_at": when}

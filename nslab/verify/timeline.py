@@ -49,6 +49,7 @@ class Sampler:
         self.samples = []
         self.t0 = None
         self._stop = threading.Event()
+        self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="nslab-timeline", daemon=True)
 
     def _read(self, f):
@@ -56,9 +57,14 @@ class Sampler:
         return f.read()
 
     def sample(self):
-        c = _tcp_counters(self._read(self._snmp))
-        self.samples.append((time.monotonic() - self.t0, self.answered, c["AttemptFails"], c["EstabResets"],
-                             stalled(self._read(self._tcp), self.ip, self.port)))
+        """Take a sample now (also called by the fault injector right before a fail or heal, so that no
+        sample interval straddles one)."""
+        with self._lock:
+            if self._snmp.closed:  # stopped: the load is over
+                return
+            c = _tcp_counters(self._read(self._snmp))
+            self.samples.append((time.monotonic() - self.t0, self.answered, c["AttemptFails"], c["EstabResets"],
+                                 stalled(self._read(self._tcp), self.ip, self.port)))
 
     def note_answered(self, answered: int) -> None:
         self.answered = answered
@@ -78,8 +84,9 @@ class Sampler:
         self._stop.set()
         self._thread.join()
         self.sample()
-        self._snmp.close()
-        self._tcp.close()
+        with self._lock:
+            self._snmp.close()
+            self._tcp.close()
         return self.samples
 
 
