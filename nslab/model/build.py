@@ -176,9 +176,8 @@ class Builder:
                     value = []
                 paths[key] = tuple(value)
             reaches = self.boolean(p + ("reaches",), e["reaches"]) if "reaches" in e else True
-            same_ip = self.boolean(p + ("same_ip",), e["same_ip"]) if "same_ip" in e else False
-            out.append(Expect(sender=e["from"], to=e["to"], reaches=reaches is not False, same_ip=same_ip is True,
-                              **paths))
+            flags = {k: self.boolean(p + (k,), e[k]) is True for k in ("same_ip", "traceroute") if k in e}
+            out.append(Expect(sender=e["from"], to=e["to"], reaches=reaches is not False, **flags, **paths))
         return tuple(out)
 
     def switches(self, raw):

@@ -109,6 +109,7 @@ class Expect:
     path: tuple[str, ...] = ()  # the request's nodes in order, sender first
     reply_path: tuple[str, ...] = ()  # the reply's nodes in order
     same_ip: bool = False  # the request keeps its IP pair on every link (no NAT on the way)
+    traceroute: bool = False  # TTL-limited probes are answered by each router of `path` in turn
 
 
 @dataclass(frozen=True)

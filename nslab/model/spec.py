@@ -166,6 +166,8 @@ EXPECT = Obj("expect", "A lab's own claim for `verify`: traffic from a node to a
                  Key("reply_path", PATH, "The reply's nodes in order."),
                  Key("same_ip", Bool(), "true: the request keeps its IP pair on every link (no router may NAT "
                      "it); the lesson 'the IP stays, the MAC changes'.", default=False),
+                 Key("traceroute", Bool(), "true: ICMP probes with TTL 1, 2, ... are answered time-exceeded by each "
+                     "router of `path` in turn, then by the target; the TTL falls by one per router.", default=False),
              ))
 INTERFACE = Obj("interface", "A network interface of a node: on a switch, on a direct link to another node's "
                 "interface, or the loopback 'lo' (addresses only).", (

@@ -10,7 +10,7 @@ from ..kernel import addrs, netns, observe, procs, procsys as sysctl
 from ..kernel.session import Session
 from ..model.resolve import ResolvedLab, ServiceFacts
 from ..model.schema import Forward
-from . import concepts, lessons, walk
+from . import concepts, lessons, traceroute, walk
 from .sniff import Capture
 
 QUIET_SECONDS = 0.2  # after the traffic: wait until no frame arrived for this long (closing FINs in flight)
@@ -153,4 +153,6 @@ def expectations(lab: ResolvedLab) -> list:
         out.append(concepts.check_expectation(i, exp, w, traffic))
         if exp.same_ip:
             out.append(lessons.check_same_ip(i, exp, w, net))
+        if exp.traceroute:
+            out.append(traceroute.check(i, exp, lab, list(exp.path) or concepts.nodes_along(w.request)))
     return out
