@@ -111,10 +111,12 @@ def fail(topo, node: str, iface: str | None = None, whole_node: bool = False) ->
             if kind == "link" and not links:
                 raise UsageError(f"{node}:{iface} is down already, and not by `nslab fail`: `nslab up` the lab's "
                                  "file to bring it back")
-            kapply.undo(s, running, journal)  # journalled as undone: status and `up` see them stopped
-            record["processes"] = [{"action": a.record(), "pid": pid} for a, pid in running]
+            # A dying node drops off its links first: whatever its processes send as they stop (keepalived's
+            # VRRP goodbye) never reaches its peers, which must notice it is gone by themselves.
             for i in links:
                 record["links"][i] = kfaults.link_down(s, ns, i)
+            kapply.undo(s, running, journal)  # journalled as undone: status and `up` see them stopped
+            record["processes"] = [{"action": a.record(), "pid": pid} for a, pid in running]
         state.set_faults(lab, faults + [record])
     result.processes = [_describe(Action.rebuild(p["action"]), p["pid"]) for p in record["processes"]]
     result.links = list(record["links"])
