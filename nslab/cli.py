@@ -268,6 +268,12 @@ def _print_nodes(st):
         for app in node["apps"]:
             rows.append((node["name"], "app", f"{app['kind']} :{app['port']}", f"pid {app['pid']}",
                          "running" if app["running"] else "STOPPED"))
+        for fault in node.get("faults", []):  # what `nslab fail` stopped: no longer in the journal
+            for p in fault["processes"]:
+                fields = p["action"]["fields"]
+                what = f"{fields['kind']} :{fields['port']}" if "port" in fields else p["action"]["kind"]
+                rows.append((node["name"], "app" if "port" in fields else "process", what, f"pid {p['pid']}",
+                             "FAILED (nslab fail)"))
     _table(rows)
 
 

@@ -117,6 +117,8 @@ def test_cli_exit_codes_and_status(make_lab):
     assert [(f["node"], f["kind"], f["iface"]) for f in as_json["faults"]] == [("r2", "link", "eth0")]
     healed = json.loads(nslab("heal", lab.name, "r2", "--link", "eth0", "--json").stdout)
     assert healed["changed"] and healed["routes"] == 1
+    nslab("fail", lab.name, "host2")
+    assert "FAILED (nslab fail)" in nslab("status", lab.name).stdout  # the app's row, stopped by the fail
 
 
 def test_up_heals_and_down_after_fail_leaves_nothing(root_dir):
