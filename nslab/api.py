@@ -375,7 +375,8 @@ def load(lab: str, source: str | None = None, target: str | None = None, count: 
                     if c["client"] in idle:
                         rip = c["real_server"].rpartition(":")[0]
                         unused[rip] = unused.get(rip, 0) + 1
-        watch = _FaultWatch(topo, rlab.ns(client), tgt, fault, progress, stop_hook) if fault else None
+        from . import faults
+        watch = faults.LoadWatch(topo, rlab.ns(client), tgt, fault, progress, stop_hook) if fault else None
         traffic = wrk.run(rlab.ns(client), tgt.ip, tgt.port, count=count, duration=duration,
                           connections=concurrency, threads=threads, keepalive=keepalive, timeout=timeout,
                           progress=watch.progress if watch else progress,
@@ -403,40 +404,6 @@ def load(lab: str, source: str | None = None, target: str | None = None, count: 
         report.service = {"name": svc.name, "forward": svc.method.value, "scheduler": after.get("scheduler"),
                           "real_servers": rows}
     return report
-
-
-class _FaultWatch:
-    """A fault injected during a wrk load, and the client's view of it (verify/timeline.py): started with
-    wrk, the sampler stopped once every wrk thread is done (before wrk ends its idle connections)."""
-
-    def __init__(self, topo, client_ns, tgt, fault, progress, stop_hook):
-        from . import faults
-        from .verify import timeline
-        self.fault, self._progress, self._stop_hook = fault, progress, stop_hook
-        self.sampler = timeline.Sampler(client_ns, tgt.ip, tgt.port)
-        self.injector = faults.Injector(topo, fault, before=self.sampler.sample)
-        self.samples = None
-
-    def start(self, t0: float) -> None:
-        self.sampler.start(t0)
-        self.injector.start(t0)
-
-    def progress(self, answered, elapsed):
-        self.sampler.note_answered(answered)
-        if self._progress:
-            self._progress(answered, elapsed)
-
-    def before_stop(self):
-        self.samples = self.sampler.stop()
-        if self._stop_hook:
-            self._stop_hook()
-
-    def finish(self) -> dict:
-        from .verify import timeline
-        events = self.injector.stop()
-        if self.samples is None:  # wrk ended without its threads saying they were done
-            self.samples = self.sampler.stop()
-        return timeline.summarize(self.samples, events, self.fault.fail_at, self.fault.heal_at)
 
 
 def _ipvs_connections(director_ns: str, vip: str) -> list:

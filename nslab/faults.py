@@ -232,5 +232,39 @@ class Injector:
     def stop(self) -> list:
         """Cancel what has not happened yet (the load ended early); wait for what is under way."""
         self._cancel.set()
-        self._thread.join()
+        if self._t0 is not None:  # started
+            self._thread.join()
         return self.events
+
+
+class LoadWatch:
+    """A fault injected during a wrk load, and the client's view of it (verify/timeline.py): started with
+    wrk, the sampler stopped once every wrk thread is done (before wrk ends its idle connections)."""
+
+    def __init__(self, topo, client_ns, tgt, fault, progress, stop_hook):
+        from .verify import timeline
+        self.fault, self._progress, self._stop_hook = fault, progress, stop_hook
+        self.sampler = timeline.Sampler(client_ns, tgt.ip, tgt.port)
+        self.injector = Injector(topo, fault, before=self.sampler.sample)
+        self.samples = None
+
+    def start(self, t0: float) -> None:
+        self.sampler.start(t0)
+        self.injector.start(t0)
+
+    def progress(self, answered, elapsed):
+        self.sampler.note_answered(answered)
+        if self._progress:
+            self._progress(answered, elapsed)
+
+    def before_stop(self):
+        self.samples = self.sampler.stop()
+        if self._stop_hook:
+            self._stop_hook()
+
+    def finish(self) -> dict:
+        from .verify import timeline
+        events = self.injector.stop()
+        if self.samples is None:  # wrk ended without its threads saying they were done
+            self.samples = self.sampler.stop()
+        return timeline.summarize(self.samples, events, self.fault.fail_at, self.fault.heal_at)

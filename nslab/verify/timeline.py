@@ -82,8 +82,9 @@ class Sampler:
 
     def stop(self) -> list:
         self._stop.set()
-        self._thread.join()
-        self.sample()
+        if self.t0 is not None:  # started
+            self._thread.join()
+            self.sample()
         with self._lock:
             self._snmp.close()
             self._tcp.close()
@@ -112,7 +113,7 @@ def summarize(samples, events, fail_at: float | None, heal_at: float | None) -> 
            "refused": sum(r["refused"] for r in seconds), "reset": sum(r["reset"] for r in seconds),
            "first_error_s": round(errors[0][0], 2) if errors else None,
            "last_error_s": round(errors[-1][1], 2) if errors else None, "recovered": None}
-    if fail_at is None:
+    if fail_at is None or not samples:
         return out
     after = [e for e in errors if e[1] > fail_at]
     end = after[-1][1] if after else fail_at
