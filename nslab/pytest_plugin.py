@@ -7,6 +7,7 @@
         (a,) = [p for p in cap.packets("lan1") if p.haslayer("ICMP") and p["ICMP"].type == 8]
         ...
 
+The lab is nslab.api.Lab: also lab.load(...), lab.fail(node, link=None, whole_node=False) and lab.heal(...).
 Without root the fixture skips with the reason; on a kernel without what a lab needs (IPVS, ipip) it
 skips naming `nslab vm -- python3 -m pytest ...`, which runs the same tests in the kernel VM.
 `@pytest.mark.nslab_needs("ipvs")` lets a test say what it needs itself.

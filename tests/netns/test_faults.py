@@ -181,3 +181,5 @@ def test_load_fault_needs_a_duration_and_times_inside_it(make_lab):
         lab.load(source="host1", target="host2", duration=2, fault=faults.Scheduled("nope", 1.0))
     bad = nslab("load", lab.name, "--target", "host2", "-d", "2", "--heal-at", "1")
     assert bad.returncode == 2 and "--fail-at" in bad.stderr
+    bad = nslab("load", lab.name, "--target", "host2", "-d", "2", "--fail-at", "soon", "host2")
+    assert bad.returncode == 2 and "'soon' is not a number" in bad.stderr
