@@ -7,6 +7,7 @@ own logic: options, the engine calls, and cleanup on pass, fail, timeout and --k
 import os
 import pathlib
 import subprocess
+import time
 
 import pytest
 
@@ -24,7 +25,8 @@ case "$1" in
                inspect) case "$3" in *debian:12) exit 0 ;; *) test -e "$FAKE_DIR/built" ;; esac ;;
                ls) echo "1 MB" ;;
            esac ;;
-    build) touch "$FAKE_DIR/built" ;;
+    build) touch "$FAKE_DIR/built"
+           if [ -n "${FAKE_BUILD_HANG:-}" ]; then exec sleep 30; fi ;;
     rmi) rm -f "$FAKE_DIR/built" ;;
     container) test -e "$FAKE_DIR/running" ;;
     rm) rm -f "$FAKE_DIR/running" ;;
@@ -46,10 +48,19 @@ def fake(tmp_path):
     podman.write_text(FAKE_PODMAN)
     podman.chmod(0o755)
 
-    def run(*args, **env):
+    def run(*args, term_once=None, **env):
+        """Runs the script; with term_once=NAME, sends it SIGTERM once the fake made $FAKE_DIR/NAME."""
         full_env = dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}", FAKE_DIR=str(tmp_path), **env)
         before = set(pathlib.Path("/var/tmp").glob("nslab-container-test.*"))
-        proc = subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, env=full_env, timeout=120)
+        with subprocess.Popen([str(SCRIPT), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=full_env) as child:
+            if term_once:
+                while not (tmp_path / term_once).exists() and child.poll() is None:
+                    time.sleep(0.05)
+                time.sleep(0.5)  # past the fake's own bookkeeping, into its sleep
+                child.terminate()
+            out, err = child.communicate(timeout=120)
+        proc = subprocess.CompletedProcess(child.args, child.returncode, out, err)
         assert set(pathlib.Path("/var/tmp").glob("nslab-container-test.*")) == before, "scratch left behind"
         calls = (tmp_path / "calls").read_text().splitlines() if (tmp_path / "calls").exists() else []
         # Drop the global options, so that each call reads as the subcommand and its arguments.
@@ -111,6 +122,27 @@ def test_timeout_removes_the_container_and_the_image(fake):
     assert "did not finish within 2 s" in proc.stderr
     assert any(c.startswith("rm -f nslab-container-test-") for c in calls)
     assert not (state / "running").exists() and not (state / "built").exists()
+
+
+@needs_root
+def test_the_timeout_bounds_the_build_too(fake):
+    t0 = time.monotonic()
+    proc, calls, state = fake("--timeout", "2", FAKE_BUILD_HANG="1")
+    assert proc.returncode == 124, proc.stdout + proc.stderr
+    assert time.monotonic() - t0 < 20, "the hung build was stopped, not waited for"
+    assert "stopped while building the image" in proc.stderr
+    assert not any(c.startswith("run ") for c in calls)
+    assert calls[-1].startswith("rmi localhost/nslab-container-test:run-") and not (state / "built").exists()
+
+
+@needs_root
+def test_a_term_during_the_build_stops_it_and_removes_the_image(fake):
+    t0 = time.monotonic()
+    proc, calls, state = fake(term_once="built", FAKE_BUILD_HANG="1")
+    assert proc.returncode == 143, proc.stdout + proc.stderr
+    assert time.monotonic() - t0 < 20, "the build was stopped at once, not waited for"
+    assert not any(c.startswith("run ") for c in calls)
+    assert calls[-1].startswith("rmi localhost/nslab-container-test:run-") and not (state / "built").exists()
 
 
 def test_containerfile_installs_with_install_sh_and_runs_the_script():
