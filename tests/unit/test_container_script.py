@@ -14,6 +14,10 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "container-test"
 
+FAKE_RUNC = r"""#!/bin/sh
+echo "runc $*" >>"$FAKE_DIR/calls"
+"""
+
 FAKE_PODMAN = r"""#!/bin/sh
 # Records each call; keeps "built" and "running" as files in $FAKE_DIR.
 echo "$*" >>"$FAKE_DIR/calls"
@@ -26,10 +30,17 @@ case "$1" in
                ls) echo "1 MB" ;;
            esac ;;
     build) touch "$FAKE_DIR/built"
-           if [ -n "${FAKE_BUILD_HANG:-}" ]; then exec sleep 30; fi ;;
-    rmi) rm -f "$FAKE_DIR/built" ;;
+           if [ -n "${FAKE_BUILD_HANG:-}" ]; then  # as buildah midway: a RUN step's scratch, a working container
+               mkdir "$TMPDIR/buildah123"
+               for a; do case "$a" in *-base-*) echo "$a" >"$FAKE_DIR/working" ;; esac; done
+               exec sleep 30
+           fi ;;
+    ps) if [ -e "$FAKE_DIR/working" ]; then
+            name=$(sed -e 's,.*/,,' -e 's,:.*,,' "$FAKE_DIR/working"); echo "$name-working-container"
+        fi ;;
+    rmi) case "$2" in *-base-*) ;; *) rm -f "$FAKE_DIR/built" ;; esac ;;  # the base's alias: an untag
     container) test -e "$FAKE_DIR/running" ;;
-    rm) rm -f "$FAKE_DIR/running" ;;
+    rm) case "$3" in *-working-container) rm -f "$FAKE_DIR/working" ;; *) rm -f "$FAKE_DIR/running" ;; esac ;;
     run) touch "$FAKE_DIR/running"
          if [ -n "${FAKE_HANG:-}" ]; then exec sleep 30; fi
          rm -f "$FAKE_DIR/running"
@@ -47,6 +58,9 @@ def fake(tmp_path):
     podman = bindir / "podman"
     podman.write_text(FAKE_PODMAN)
     podman.chmod(0o755)
+    runc = bindir / "runc"
+    runc.write_text(FAKE_RUNC)
+    runc.chmod(0o755)
 
     def run(*args, term_once=None, **env):
         """Runs the script; with term_once=NAME, sends it SIGTERM once the fake made $FAKE_DIR/NAME."""
@@ -101,7 +115,7 @@ def test_builds_runs_privileged_without_network_then_removes_its_image(fake):
 def test_keep_image_keeps_it_and_netns_only_is_passed_in(fake):
     proc, calls, state = fake("--keep-image", "--netns-only")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert not any(c.startswith("rmi") for c in calls) and (state / "built").exists()
+    assert not any(c.startswith("rmi") and "-base-" not in c for c in calls) and (state / "built").exists()
     (run,) = [c for c in calls if c.startswith("run ")]
     assert run.endswith("localhost/nslab-container-test:latest scripts/container-test --in-container --netns-only")
     assert "kept image localhost/nslab-container-test:latest" in proc.stdout
@@ -132,6 +146,10 @@ def test_the_timeout_bounds_the_build_too(fake):
     assert time.monotonic() - t0 < 20, "the hung build was stopped, not waited for"
     assert "stopped while building the image" in proc.stderr
     assert not any(c.startswith("run ") for c in calls)
+    assert "runc delete -f buildah-buildah123" in calls, "the RUN step it was in is stopped"
+    assert not (state / "working").exists(), "the working container is removed"
+    (alias,) = {c.split()[-1] for c in calls if c.startswith("tag ")}
+    assert f"rmi {alias}" in calls and alias.endswith(":build"), "the base image's alias is untagged"
     assert calls[-1].startswith("rmi localhost/nslab-container-test:run-") and not (state / "built").exists()
 
 
