@@ -30,6 +30,7 @@ case "$1" in
                ls) echo "1 MB" ;;
            esac ;;
     build) touch "$FAKE_DIR/built"
+           dirname "$TMPDIR" >"$FAKE_DIR/workdir"  # the script's scratch: the build's TMPDIR is in it
            if [ -n "${FAKE_BUILD_HANG:-}" ]; then  # as buildah midway: a RUN step's scratch, a working container
                mkdir "$TMPDIR/buildah123"
                for a; do case "$a" in *-base-*) echo "$a" >"$FAKE_DIR/working" ;; esac; done
@@ -65,7 +66,6 @@ def fake(tmp_path):
     def run(*args, term_once=None, **env):
         """Runs the script; with term_once=NAME, sends it SIGTERM once the fake made $FAKE_DIR/NAME."""
         full_env = dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}", FAKE_DIR=str(tmp_path), **env)
-        before = set(pathlib.Path("/var/tmp").glob("nslab-container-test.*"))
         with subprocess.Popen([str(SCRIPT), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               env=full_env) as child:
             if term_once:
@@ -75,7 +75,8 @@ def fake(tmp_path):
                 child.terminate()
             out, err = child.communicate(timeout=120)
         proc = subprocess.CompletedProcess(child.args, child.returncode, out, err)
-        assert set(pathlib.Path("/var/tmp").glob("nslab-container-test.*")) == before, "scratch left behind"
+        workdir = pathlib.Path((tmp_path / "workdir").read_text().strip())
+        assert workdir.name.startswith("nslab-container-test.") and not workdir.exists(), "scratch left behind"
         calls = (tmp_path / "calls").read_text().splitlines() if (tmp_path / "calls").exists() else []
         # Drop the global options, so that each call reads as the subcommand and its arguments.
         for opt in ("--runtime runc ", "--cgroup-manager cgroupfs "):
@@ -156,7 +157,7 @@ def test_the_timeout_bounds_the_build_too(fake):
 @needs_root
 def test_a_term_during_the_build_stops_it_and_removes_the_image(fake):
     t0 = time.monotonic()
-    proc, calls, state = fake(term_once="built", FAKE_BUILD_HANG="1")
+    proc, calls, state = fake(term_once="working", FAKE_BUILD_HANG="1")
     assert proc.returncode == 143, proc.stdout + proc.stderr
     assert time.monotonic() - t0 < 20, "the build was stopped at once, not waited for"
     assert not any(c.startswith("run ") for c in calls)
