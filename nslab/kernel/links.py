@@ -101,28 +101,45 @@ def _set_up(s, ns, name, up: bool):
         s.ipr(ns).link("set", index=idx, state="up" if up else "down")
 
 
+def _ageing(s, ns, name):
+    """A bridge's ageing_time in seconds."""
+    link = s.ipr(ns).get_links(s.index(ns, name))[0]
+    return link.get_attr("IFLA_LINKINFO").get_attr("IFLA_INFO_DATA").get_attr("IFLA_BR_AGEING_TIME") // 100
+
+
 class BridgeExecutor:
-    """Undo data: None when do() made the bridge (undo deletes it), "was-down" when it only brought an
-    existing one up (undo brings it down again)."""
+    """Undo data: None when do() made the bridge (undo deletes it); else what it changed on an existing one:
+    "was-down" (undo brings it down again), or {"up": ..., "ageing": seconds} when it also set the ageing."""
 
     @staticmethod
     def done(s, a):
-        return bool(_is_up(s, a.ns, a.name))
+        return bool(_is_up(s, a.ns, a.name)) and (a.ageing is None or _ageing(s, a.ns, a.name) == a.ageing)
 
     @staticmethod
     def do(s, a):
         made = s.index(a.ns, a.name) is None
+        ageing = {} if a.ageing is None else {"br_ageing_time": a.ageing * 100}  # centiseconds, as the kernel
         if made:
-            s.ipr(a.ns).link("add", ifname=a.name, kind="bridge")
+            s.ipr(a.ns).link("add", ifname=a.name, kind="bridge", **ageing)
+            s.ipr(a.ns).link("set", index=s.index(a.ns, a.name), state="up")
+            return None
+        before = {"up": bool(_is_up(s, a.ns, a.name)), "ageing": _ageing(s, a.ns, a.name)}
+        if ageing:
+            s.ipr(a.ns).link("set", index=s.index(a.ns, a.name), kind="bridge", **ageing)
         s.ipr(a.ns).link("set", index=s.index(a.ns, a.name), state="up")
-        return None if made else "was-down"
+        return before if ageing else "was-down"
 
     @staticmethod
     def undo(s, a, undo_data):
         if undo_data is None:
             _delete_link(s, a.ns, a.name)
-        else:
-            _set_up(s, a.ns, a.name, False)
+            return
+        if isinstance(undo_data, dict) and netns.exists(a.ns) and s.index(a.ns, a.name) is not None:
+            s.ipr(a.ns).link("set", index=s.index(a.ns, a.name), kind="bridge",
+                             br_ageing_time=undo_data["ageing"] * 100)
+            _set_up(s, a.ns, a.name, undo_data["up"])
+            return
+        _set_up(s, a.ns, a.name, False)
 
 
 def _link_settings(s, ns, name):

@@ -6,16 +6,16 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 from .diag import Diagnostics
 from .names import bridge_port
-from .schema import App, Expect, Forward, Interface, Nat, Node, RealServer, Route, Service, Topology
+from .schema import App, Expect, Forward, Interface, Nat, Node, RealServer, Route, Service, Switch, Topology
 from .spec import (APP, APPS, CHARSET, EXPECT, IFNAME, INTERFACE, LAB_NAME, MAC, MAX_IFNAME, MAX_LAB, MAX_NODE,
                    NAT, NODE, NODE_NAME, PROTOCOLS, REAL_SERVER, RESERVED_DEVICES, RESERVED_NODES, ROUTE,
-                   SCHEDULERS, SERVICE, SWITCH_NAME, SYSCTL_KEY, TOPOLOGY)
+                   SCHEDULERS, SERVICE, SWITCH, SWITCH_NAME, SYSCTL_KEY, TOPOLOGY)
 from .sysctls import netns_sysctl, split_interface_sysctl, sysctl_hint
 
 # The keys each mapping may hold (and the did-you-mean candidates): the spec's.
 TOP_KEYS, NODE_KEYS, IF_KEYS, ROUTE_KEYS = TOPOLOGY.names, NODE.names, INTERFACE.names, ROUTE.names
 NAT_KEYS, APP_KEYS, SERVICE_KEYS, RS_KEYS = NAT.names, APP.names, SERVICE.names, REAL_SERVER.names
-EXPECT_KEYS = EXPECT.names
+EXPECT_KEYS, SWITCH_KEYS = EXPECT.names, SWITCH.names
 
 
 class Builder:
@@ -102,7 +102,7 @@ class Builder:
         description = raw.get("description") or ""
         if not isinstance(description, str):
             self.d.error(("description",), "must be text")
-        switches = self.switches(raw.get("switches"))
+        switches, switch_settings = self.switches(raw.get("switches"))
         nodes_raw = self.mapping(("nodes",), raw.get("nodes"), "node name to node")
         nodes = tuple(n for n in (self.node(("nodes", k), k, v) for k, v in nodes_raw.items()) if n)
         if "nodes" in raw and not nodes_raw and isinstance(raw["nodes"], (dict, type(None))):
@@ -113,7 +113,8 @@ class Builder:
         expect = self.expectations(raw.get("expect"))
         if not self.d.problems:  # like the cross-field rules, these assume each field has its own shape
             self.document(nodes, switches, services)
-        return Topology(name=name or "", nodes=nodes, switches=switches, services=services, expect=expect,
+        return Topology(name=name or "", nodes=nodes, switches=switches, switch_settings=switch_settings,
+                        services=services, expect=expect,
                         description=description if isinstance(description, str) else "",
                         source=self.src.filename)
 
@@ -176,26 +177,46 @@ class Builder:
                     value = []
                 paths[key] = tuple(value)
             reaches = self.boolean(p + ("reaches",), e["reaches"]) if "reaches" in e else True
-            flags = {k: self.boolean(p + (k,), e[k]) is True for k in ("same_ip", "traceroute") if k in e}
+            flags = {k: self.boolean(p + (k,), e[k]) is True for k in ("same_ip", "traceroute", "switch_learning")
+                     if k in e}
             out.append(Expect(sender=e["from"], to=e["to"], reaches=reaches is not False, **flags, **paths))
         return tuple(out)
 
     def switches(self, raw):
+        """(names, settings): every switch's name, and a Switch for each one given as a mapping."""
         if raw is None:
-            return ()
+            return (), ()
         if not isinstance(raw, list):
             self.d.error(("switches",), "must be a list of switch names", "e.g. switches: [lan, wan]")
-            return ()
-        out = []
+            return (), ()
+        out, settings = [], []
         for i, s in enumerate(raw):
-            if self.name(("switches", i), s, SWITCH_NAME, MAX_IFNAME, "switch name"):
+            path = ("switches", i)
+            if isinstance(s, dict):
+                s, setting = self.switch(path, s)
+                if s is None:
+                    continue
+                if setting:
+                    settings.append(setting)
+                path += ("name",)
+            if self.name(path, s, SWITCH_NAME, MAX_IFNAME, "switch name"):
                 if s in RESERVED_DEVICES:
-                    self.d.error(("switches", i), f"a switch can't be named '{s}': its bridge would clash in the "
+                    self.d.error(path, f"a switch can't be named '{s}': its bridge would clash in the "
                                  f"lab's fabric namespace ({RESERVED_DEVICES[s]})", "rename the switch")
                 elif s in out:
-                    self.d.error(("switches", i), f"switch '{s}' is listed twice")
+                    self.d.error(path, f"switch '{s}' is listed twice")
                 out.append(s)
-        return tuple(out)
+        return tuple(out), tuple(settings)
+
+    def switch(self, path, raw):
+        """(name, Switch or None) of a switch given as {name: ..., ageing: ...}."""
+        self.d.unknown_keys(path, raw, SWITCH_KEYS)
+        if "name" not in raw:
+            self.d.error(path, "missing required key 'name'", "e.g. {name: lan, ageing: 0}")
+            return None, None
+        ageing = self.integer(path + ("ageing",), raw["ageing"], *_limits(SWITCH, "ageing")) if "ageing" in raw else None
+        name = raw["name"]
+        return name, Switch(name, ageing) if isinstance(name, str) else None
 
     def node(self, path, name, raw):
         self.name(path, name, NODE_NAME, MAX_NODE, "node name")

@@ -20,6 +20,14 @@ PROTOCOLS = ("tcp", "udp")
 
 
 @dataclass(frozen=True)
+class Switch:
+    """A switch's settings, where the topology gives any (`switches: [{name: lan, ageing: 0}]`)."""
+
+    name: str
+    ageing: int | None = None  # seconds a learned MAC stays in the bridge's FDB; None: the kernel's 300
+
+
+@dataclass(frozen=True)
 class Interface:
     name: str
     addresses: tuple[IPv4Interface, ...] = ()
@@ -110,13 +118,15 @@ class Expect:
     reply_path: tuple[str, ...] = ()  # the reply's nodes in order
     same_ip: bool = False  # the request keeps its IP pair on every link (no NAT on the way)
     traceroute: bool = False  # TTL-limited probes are answered by each router of `path` in turn
+    switch_learning: bool = False  # the shared switch floods the first frame to `to`, then learns its port
 
 
 @dataclass(frozen=True)
 class Topology:
     name: str
     nodes: tuple[Node, ...]
-    switches: tuple[str, ...] = ()
+    switches: tuple[str, ...] = ()  # every switch's name
+    switch_settings: tuple[Switch, ...] = ()  # the switches given as a mapping, with their settings
     services: tuple[Service, ...] = ()
     expect: tuple[Expect, ...] = ()
     description: str = ""
@@ -128,3 +138,6 @@ class Topology:
 
     def has_node(self, name: str) -> bool:
         return any(n.name == name for n in self.nodes)
+
+    def switch(self, name: str) -> Switch:
+        return next((s for s in self.switch_settings if s.name == name), Switch(name))

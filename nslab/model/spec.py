@@ -168,6 +168,9 @@ EXPECT = Obj("expect", "A lab's own claim for `verify`: traffic from a node to a
                      "it); the lesson 'the IP stays, the MAC changes'.", default=False),
                  Key("traceroute", Bool(), "true: ICMP probes with TTL 1, 2, ... are answered time-exceeded by each "
                      "router of `path` in turn, then by the target; the TTL falls by one per router.", default=False),
+                 Key("switch_learning", Bool(), "true: with the FDB of the switch `from` and `to` share emptied, the "
+                     "first frame to `to`'s MAC floods every port; its answer teaches the switch, and later frames "
+                     "reach `to`'s port only.", default=False),
              ))
 INTERFACE = Obj("interface", "A network interface of a node: on a switch, on a direct link to another node's "
                 "interface, or the loopback 'lo' (addresses only).", (
@@ -244,10 +247,17 @@ SERVICE = Obj("service", "An LVS virtual service on a director (the kernel's IPV
         nullable=True),
     Key("return_path_check", Bool(), "NAT: refuse real servers whose replies bypass the director.", default=True),
 ))
+SWITCH = Obj("switch", "A switch (one Linux bridge) with settings.", (
+    Key("name", _name(SWITCH_NAME, MAX_IFNAME, RESERVED_DEVICES), "The switch's name.", required=True),
+    Key("ageing", Int(0, 1000000), "Seconds the switch remembers the port a MAC was seen on (the bridge's "
+        "ageing_time); 0 forgets at once, so it floods every frame like a hub. Default: the kernel's 300."),
+))
 TOPOLOGY = Obj("topology", "An nslab lab: switches, nodes, LVS services and expectations.", (
     Key("name", _name(LAB_NAME, MAX_LAB), "The lab's name.", required=True),
     Key("description", Text(), "One line on what the lab is.", nullable=True),
-    Key("switches", List(_name(SWITCH_NAME, MAX_IFNAME, RESERVED_DEVICES), unique=True),
+    Key("switches", List(Either((Text(pattern=SWITCH_NAME.pattern, max_length=MAX_IFNAME,
+                                      forbid=tuple(RESERVED_DEVICES), doc="a switch's name, kernel defaults"),
+                                 Ref("switch", doc="a switch with settings"))), unique=True),
         "L2 segments: one Linux bridge each.", nullable=True),
     Key("nodes", Map(_name(NODE_NAME, MAX_NODE, RESERVED_NODES), Ref("node", nullable=True),
                      min_items=1), "Node name to its settings.", required=True),
@@ -255,4 +265,4 @@ TOPOLOGY = Obj("topology", "An nslab lab: switches, nodes, LVS services and expe
         nullable=True),
     Key("expect", List(Ref("expect")), "Claims `verify` checks.", nullable=True),
 ))
-OBJECTS = {o.name: o for o in (TOPOLOGY, NODE, INTERFACE, ROUTE, NAT, APP, SERVICE, REAL_SERVER, EXPECT)}
+OBJECTS = {o.name: o for o in (TOPOLOGY, SWITCH, NODE, INTERFACE, ROUTE, NAT, APP, SERVICE, REAL_SERVER, EXPECT)}

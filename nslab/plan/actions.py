@@ -95,9 +95,13 @@ class Sysctl(Action):
 @dataclass(frozen=True)
 class AddBridge(Action):
     name: str = ""
+    ageing: int | None = None  # seconds a learned MAC is kept; None: the kernel's default (300)
 
     def argvs(self):
-        return [_ip(self.ns, "link", "add", self.name, "type", "bridge"), _ip(self.ns, "link", "set", self.name, "up")]
+        # ip takes ageing_time in centiseconds (the kernel's clock_t), as netlink does
+        extra = ["ageing_time", str(self.ageing * 100)] if self.ageing is not None else []
+        return [_ip(self.ns, "link", "add", self.name, "type", "bridge", *extra),
+                _ip(self.ns, "link", "set", self.name, "up")]
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,7 @@ def plan(rlab: ResolvedLab) -> list:
     why = "bridges hand frames to netfilter only if br_netfilter says so: keep the switches plain L2"
     out += [Sysctl(fab, key=f"net.bridge.bridge-nf-call-{table}", value="0", optional=True, reason=why)
             for table in ("iptables", "arptables")]
-    out += [AddBridge(fab, name=sw, reason=f"switch '{sw}': one Linux bridge per L2 segment") for sw in topo.switches]
+    out += [_bridge(fab, topo.switch(sw)) for sw in topo.switches]
 
     for node in topo.nodes:
         ns = names.node_ns(lab, node.name)
@@ -86,6 +86,15 @@ def plan(rlab: ResolvedLab) -> list:
         ns = names.node_ns(lab, node.name)
         out += [Exec(ns, argv=argv, node=node.name, reason=f"nodes.{node.name}.exec") for argv in node.exec]
     return out
+
+
+def _bridge(fab, sw):
+    why = f"switch '{sw.name}': one Linux bridge per L2 segment"
+    if sw.ageing == 0:
+        why += "; ageing 0: it forgets every MAC at once and floods every frame, like a hub"
+    elif sw.ageing is not None:
+        why += f"; it remembers the port of a MAC for {sw.ageing} s"
+    return AddBridge(fab, name=sw.name, ageing=sw.ageing, reason=why)
 
 
 def _baseline(sysctl, ns, node):

@@ -27,7 +27,7 @@ VALIDATOR = Draft202012Validator(schema())
 FULL = """\
 name: full
 description: every key
-switches: [wan, lan]
+switches: [wan, {name: lan, ageing: 300}]
 nodes:
   client:
     interfaces:
@@ -80,7 +80,7 @@ services:
       rs2:
 expect:
   - {from: client, to: web, reaches: true, path: [client, router, director], reply_path: [director, router, client],
-     same_ip: false, traceroute: false}
+     same_ip: false, traceroute: false, switch_learning: false}
 """
 
 GOOD = [FULL, (ROOT / "tests/unit/test_model_errors.py").read_text().split('GOOD = """\\\n')[1].split('"""')[0]]
@@ -92,7 +92,7 @@ GOLDEN_REJECTED = ["unknown-key-typo", "line-breaks-unicode", "scheduler-unknown
                    "interface-name-too-long", "interface-named-all", "interface-named-tunl0", "switch-named-lo",
                    "switch-empty", "mac-multicast", "mac-all-zero", "exec-nul", "route-dev-empty",
                    "sysctl-not-network", "sysctl-global", "expect-same-ip-not-bool",
-                   "expect-traceroute-not-bool"]
+                   "expect-traceroute-not-bool", "switch-settings-bad"]
 
 # (what, replace this in FULL, with this)
 HAND_MADE = [
@@ -110,7 +110,9 @@ HAND_MADE = [
     ("route without via or dev", "{to: 10.9.0.0/24, via: 172.16.0.2, dev: eth2}", "{to: 10.9.0.0/24}"),
     ("switch and peer", "eth0: {peer: \"router:eth2\",", "eth0: {switch: lan, peer: \"router:eth2\","),
     ("exec item", "exec: [\"ip addr show\", [ip, route]]", "exec: [\"ip addr show\", {ip: route}]"),
-    ("switches not a list", "switches: [wan, lan]", "switches: wan"),
+    ("switches not a list", "switches: [wan, {name: lan, ageing: 300}]", "switches: wan"),
+    ("switch ageing", "{name: lan, ageing: 300}", "{name: lan, ageing: -1}"),
+    ("switch without a name", "{name: lan, ageing: 300}", "{ageing: 300}"),
     ("reaches not a boolean", "reaches: true", "reaches: 1"),
 ]
 
