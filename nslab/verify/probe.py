@@ -74,6 +74,20 @@ def ttl_syns(ns: str, src: str, dst: str, dport: int, max_ttl: int, wait: float 
     return [answers[p] for p in sorted(answers)]
 
 
+def echoes(ns: str, dst: str, ident: int, count: int, spacing: float, ttl_is_seq: bool = False) -> None:
+    """ICMP echo requests to dst with sequence numbers 1..count, `spacing` seconds apart, from inside ns (its
+    routes and source address); with ttl_is_seq, each leaves with TTL = its sequence number (traceroute).
+    Raises OSError when the node cannot send (no route)."""
+    from scapy.layers.inet import ICMP
+    (sock,) = _open_in(ns, (socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP))
+    with sock:
+        for seq in range(1, count + 1):
+            if ttl_is_seq:
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, seq)
+            sock.sendto(bytes(ICMP(type=8, id=ident, seq=seq) / b"nslab probe"), (dst, 0))
+            time.sleep(spacing)
+
+
 def arp_who_has(ns: str, iface: str, src_ip: str, ip: str, wait: float = 0.5) -> list[tuple[str, str]]:
     """Broadcast "who-has ip" from iface inside ns (as src_ip) and return (address, MAC) of every answer,
     in order: more than one answer for one address is what breaks LVS DR."""

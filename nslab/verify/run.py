@@ -2,7 +2,6 @@
 
 import json
 import sys
-import time
 from dataclasses import dataclass
 
 from ..errors import UsageError
@@ -10,7 +9,7 @@ from ..kernel import addrs, netns, observe, procs, procsys as sysctl
 from ..kernel.session import Session
 from ..model.resolve import ResolvedLab, ServiceFacts
 from ..model.schema import Forward
-from . import concepts, lessons, traceroute, walk
+from . import concepts, learning, lessons, traceroute, walk
 from .sniff import Capture
 
 QUIET_SECONDS = 0.2  # after the traffic: wait until no frame arrived for this long (closing FINs in flight)
@@ -88,10 +87,7 @@ def capture_traffic(lab: ResolvedLab, client: str, target: Target, count: int = 
     cap = Capture(lab.taps, max_seconds=60 + count * timeout).start()
     try:
         traffic = send(lab, client, target, count, min(count, CONCURRENCY), timeout)
-        seen = -1
-        while cap.seen != seen:  # wait for quiet, not for a fixed time: the last FIN/ACKs
-            seen = cap.seen
-            time.sleep(QUIET_SECONDS)
+        cap.wait_quiet(QUIET_SECONDS)  # not a fixed time: the last FIN/ACKs
     finally:
         frames = cap.stop()
     return frames, traffic, cap
@@ -155,4 +151,6 @@ def expectations(lab: ResolvedLab) -> list:
             out.append(lessons.check_same_ip(i, exp, w, net))
         if exp.traceroute:
             out.append(traceroute.check(i, exp, lab, list(exp.path) or concepts.nodes_along(w.request)))
+        if exp.switch_learning:
+            out.append(learning.check(i, exp, lab))
     return out

@@ -118,6 +118,13 @@ class Capture:
         """Frames read so far (while running)."""
         return len(self._raw)
 
+    def wait_quiet(self, interval: float) -> None:
+        """Return once no frame arrived for `interval` seconds (the last answers and FINs in flight)."""
+        seen = -1
+        while self.seen != seen:
+            seen = self.seen
+            time.sleep(interval)
+
     def stop(self) -> list[Frame]:
         """Stop reading (after draining what is queued) and return the frames in time order."""
         if self._thread:

@@ -4,11 +4,9 @@ answers time-exceeded; the destination answers the echo. The check reads who ans
 TTL on every link the probe crossed, so a routing loop shows as the same routers answering in turn."""
 
 import os
-import socket
-import time
 from dataclasses import dataclass, field
 
-from ..kernel import netns
+from . import probe
 from .concepts import Result, skip
 from .frames import parse_ip
 from .sniff import Capture
@@ -33,29 +31,13 @@ class Probe:
         return f"ttl {self.ttl}: TTL as sent on each link: {trail}; {tail}"
 
 
-def send_probes(ns: str, dst: str, max_ttl: int, ident: int) -> None:
-    """ICMP echo requests to dst with TTL 1..max_ttl, sequence number = TTL, from inside ns (its routes and
-    source address). Raises OSError when the node cannot send (no route)."""
-    from scapy.layers.inet import ICMP
-    with netns.entered(ns):
-        sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
-    with sock:
-        for ttl in range(1, max_ttl + 1):
-            sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
-            sock.sendto(bytes(ICMP(type=ECHO_REQUEST, id=ident, seq=ttl) / b"nslab traceroute"), (dst, 0))
-            time.sleep(SPACING)
-
-
 def capture_probes(lab, node: str, dst: str, max_ttl: int) -> tuple[list, int]:
     """(frames, ident): the probes sent from node under sniffers on every link, until the lab is quiet."""
     ident = os.getpid() & 0xFFFF
     cap = Capture(lab.taps, max_seconds=30).start()
     try:
-        send_probes(lab.ns(node), dst, max_ttl, ident)
-        seen = -1
-        while cap.seen != seen:
-            seen = cap.seen
-            time.sleep(QUIET)
+        probe.echoes(lab.ns(node), dst, ident, max_ttl, SPACING, ttl_is_seq=True)
+        cap.wait_quiet(QUIET)
     finally:
         frames = cap.stop()
     return frames, ident
