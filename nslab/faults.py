@@ -14,9 +14,6 @@ from .errors import UsageError
 from .model import names
 from .plan.actions import Action
 
-KINDS = ("processes", "link", "node")
-
-
 @dataclass
 class FaultResult:
     """What one fail or heal did: changed is False when there was nothing to do (message says why)."""
@@ -45,6 +42,10 @@ def what(kind: str, node: str, iface: str | None = None) -> str:
 def heal_command(lab: str, fault: dict) -> str:
     flag = {"processes": "", "link": f" --link {fault.get('iface')}", "node": " --node"}[fault["kind"]]
     return f"nslab heal {lab} {fault['node']}{flag}"
+
+
+def _kind(iface, whole_node) -> str:
+    return "node" if whole_node else "link" if iface else "processes"
 
 
 def _same(fault, node, kind, iface):
@@ -85,8 +86,7 @@ def fail(topo, node: str, iface: str | None = None, whole_node: bool = False) ->
     from .kernel import faults as kfaults
     from .kernel.session import Session
     check_target(topo, node, iface)
-    lab, ns = topo.name, names.node_ns(topo.name, node)
-    kind = "node" if whole_node else "link" if iface else "processes"
+    lab, ns, kind = topo.name, names.node_ns(topo.name, node), _kind(iface, whole_node)
     result = FaultResult(lab, node, kind, iface)
     with state.locked(lab):
         faults = state.faults(lab)
@@ -135,8 +135,7 @@ def heal(topo, node: str, iface: str | None = None, whole_node: bool = False) ->
     from .kernel import faults as kfaults
     from .kernel.session import Session
     check_target(topo, node, iface)
-    lab, ns = topo.name, names.node_ns(topo.name, node)
-    kind = "node" if whole_node else "link" if iface else "processes"
+    lab, ns, kind = topo.name, names.node_ns(topo.name, node), _kind(iface, whole_node)
     result = FaultResult(lab, node, kind, iface)
     with state.locked(lab):
         faults = state.faults(lab)
@@ -190,7 +189,7 @@ class Scheduled:
                              f"and within the load's {duration:g} s")
 
     def describe(self) -> str:
-        return what("node" if self.whole_node else "link" if self.link else "processes", self.node, self.link)
+        return what(_kind(self.link, self.whole_node), self.node, self.link)
 
 
 class Injector:
