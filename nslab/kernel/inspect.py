@@ -113,6 +113,17 @@ def listening(ns: str) -> list[tuple[str, str, int]]:
     return sorted(set(out))
 
 
+def tcp_connections(ns: str) -> list[tuple[str, int, str, int, str]]:
+    """(local ip, local port, remote ip, remote port, state) of every TCP socket in ns that has a peer (not
+    listening), like `ss -tan`; state as the kernel numbers it (hex text: '01' is ESTABLISHED)."""
+    out = []
+    for line in _read_net(ns, ("tcp",))["tcp"].splitlines()[1:]:
+        parts = line.split()
+        if len(parts) > 3 and parts[3] != TCP_LISTEN:
+            out.append((*_addr(parts[1]), *_addr(parts[2]), parts[3]))
+    return out
+
+
 def sysctls(ns: str, keys) -> dict[str, str | None]:
     """{key: its value in ns, or None if ns has no such key} (/proc/sys/net opened from inside ns)."""
     out = {}

@@ -179,6 +179,9 @@ class Builder:
             reaches = self.boolean(p + ("reaches",), e["reaches"]) if "reaches" in e else True
             flags = {k: self.boolean(p + (k,), e[k]) is True for k in ("same_ip", "traceroute", "switch_learning")
                      if k in e}
+            if "connections" in e:
+                flags["connections"] = self.integer(p + ("connections",), e["connections"],
+                                                    *_limits(EXPECT, "connections"))
             out.append(Expect(sender=e["from"], to=e["to"], reaches=reaches is not False, **flags, **paths))
         return tuple(out)
 

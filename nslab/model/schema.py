@@ -119,6 +119,7 @@ class Expect:
     same_ip: bool = False  # the request keeps its IP pair on every link (no NAT on the way)
     traceroute: bool = False  # TTL-limited probes are answered by each router of `path` in turn
     switch_learning: bool = False  # the shared switch floods the first frame to `to`, then learns its port
+    connections: int | None = None  # connections held open at once, each its own client port (the 4-tuple)
 
 
 @dataclass(frozen=True)

@@ -171,6 +171,9 @@ EXPECT = Obj("expect", "A lab's own claim for `verify`: traffic from a node to a
                  Key("switch_learning", Bool(), "true: with the FDB of the switch `from` and `to` share emptied, the "
                      "first frame to `to`'s MAC floods every port; its answer teaches the switch, and later frames "
                      "reach `to`'s port only.", default=False),
+                 Key("connections", Int(1, 10000), "Open this many TCP connections at once from `from` to `to` (a "
+                     "node's app or IP:PORT) and hold them: each needs a client port of its own, and the server's "
+                     "socket table shows each 4-tuple."),
              ))
 INTERFACE = Obj("interface", "A network interface of a node: on a switch, on a direct link to another node's "
                 "interface, or the loopback 'lo' (addresses only).", (

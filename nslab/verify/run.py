@@ -9,7 +9,7 @@ from ..kernel import addrs, netns, observe, procs, procsys as sysctl
 from ..kernel.session import Session
 from ..model.resolve import ResolvedLab, ServiceFacts
 from ..model.schema import Forward
-from . import concepts, learning, lessons, traceroute, walk
+from . import concepts, learning, lessons, ports, traceroute, walk
 from .sniff import Capture
 
 QUIET_SECONDS = 0.2  # after the traffic: wait until no frame arrived for this long (closing FINs in flight)
@@ -153,4 +153,6 @@ def expectations(lab: ResolvedLab) -> list:
             out.append(traceroute.check(i, exp, lab, list(exp.path) or concepts.nodes_along(w.request)))
         if exp.switch_learning:
             out.append(learning.check(i, exp, lab))
+        if exp.connections:
+            out.append(ports.check(i, exp, lab))
     return out

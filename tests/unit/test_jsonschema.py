@@ -80,7 +80,7 @@ services:
       rs2:
 expect:
   - {from: client, to: web, reaches: true, path: [client, router, director], reply_path: [director, router, client],
-     same_ip: false, traceroute: false, switch_learning: false}
+     same_ip: false, traceroute: false, switch_learning: false, connections: 2}
 """
 
 GOOD = [FULL, (ROOT / "tests/unit/test_model_errors.py").read_text().split('GOOD = """\\\n')[1].split('"""')[0]]
@@ -92,7 +92,8 @@ GOLDEN_REJECTED = ["unknown-key-typo", "line-breaks-unicode", "scheduler-unknown
                    "interface-name-too-long", "interface-named-all", "interface-named-tunl0", "switch-named-lo",
                    "switch-empty", "mac-multicast", "mac-all-zero", "exec-nul", "route-dev-empty",
                    "sysctl-not-network", "sysctl-global", "expect-same-ip-not-bool",
-                   "expect-traceroute-not-bool", "switch-settings-bad"]
+                   "expect-traceroute-not-bool", "switch-settings-bad",
+                   "expect-connections-zero"]
 
 # (what, replace this in FULL, with this)
 HAND_MADE = [
