@@ -172,3 +172,27 @@ def test_containerfile_installs_with_install_sh_and_runs_the_script():
     assert ".git" in ignored
     for needed in ("nslab", "scripts", "tests", "topologies", "pyproject.toml", "README.md"):
         assert needed not in ignored
+
+
+@pytest.mark.parametrize("status, ci_exit, says", [
+    (0, 0, "privileged container: passed"),
+    (3, 0, "not run, no container engine here and podman could not be installed"),
+    (1, 1, "privileged container: FAILED (exit 1)"),
+    (124, 1, "privileged container: FAILED (exit 124)"),
+])
+def test_ci_gates_on_the_container_run_but_not_on_a_missing_engine(tmp_path, status, ci_exit, says):
+    """.ci/run as it is, beside stand-ins for scripts/test (passes) and scripts/container-test."""
+    (tmp_path / ".ci").mkdir()
+    (tmp_path / "scripts").mkdir()
+    ci = tmp_path / ".ci" / "run"
+    ci.write_text((ROOT / ".ci" / "run").read_text())
+    stand_ins = {"test": "exit 0", "container-test": f'echo "$*" >"{tmp_path}/args"; exit {status}'}
+    for name, body in stand_ins.items():
+        (tmp_path / "scripts" / name).write_text(f"#!/bin/sh\n{body}\n")
+    for script in (ci, *(tmp_path / "scripts").iterdir()):
+        script.chmod(0o755)
+    out = subprocess.run([str(ci)], capture_output=True, text=True, env=dict(os.environ, CI="true"), timeout=60)
+    assert out.returncode == ci_exit, out.stdout + out.stderr
+    assert says in out.stdout
+    timeout = (tmp_path / "args").read_text().split("--timeout ")[1].split()[0]
+    assert "--netns-only" not in (tmp_path / "args").read_text() and int(timeout) <= 50 * 60
