@@ -1,5 +1,9 @@
 """The Python API users script and test with: the workflows (up, down, status, verify, trace, load, run, exec)
-and the Lab context manager. The CLI is a thin layer over this; results are objects that print themselves."""
+and the Lab context manager. The CLI is a thin layer over this; results are objects that print themselves.
+
+Each workflow imports what it uses (planner, kernel, verify), so `down` never loads the planner or YAML."""
+
+from __future__ import annotations
 
 import os
 import subprocess
@@ -8,9 +12,7 @@ from dataclasses import dataclass, field
 
 from . import model, state
 from .errors import EnvironmentMissing, UsageError
-from .model.schema import Forward, Topology
 from .model import names
-from .plan import planner
 
 
 def load_topology(path: str) -> Topology:
@@ -20,6 +22,7 @@ def load_topology(path: str) -> Topology:
 
 def plan(topo: Topology) -> list:
     """The ordered kernel actions that build the lab (pure; needs no root)."""
+    from .plan import planner
     return planner.plan(model.resolve(topo))
 
 
@@ -33,6 +36,7 @@ def require_kernel_features(topo: Topology) -> None:
     if not topo.services:
         return
     from .kernel import caps
+    from .model.schema import Forward
     if not caps.has_ipvs():
         raise EnvironmentMissing(
             f"lab '{topo.name}' has services, but the running kernel has no IPVS (ip_vs). {_vm_hint(topo)}")

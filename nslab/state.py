@@ -8,7 +8,7 @@ import os
 import shutil
 import tempfile
 
-from .model import check_name
+from .model.names import check_name
 from .plan.actions import Action
 
 RUN_DIR = "/run/nslab"

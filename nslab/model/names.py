@@ -1,8 +1,24 @@
 """How a lab's kernel objects are named: the one place that knows the naming scheme."""
 
+import re
 import zlib
 
 MARK_PREFIX = "nslab"
+# Lab and node names become namespace names and paths (/run/nslab/<lab>, /run/netns/<lab>-<node>).
+LAB_NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
+MAX_LAB = 16
+MAX_NODE = 24
+
+
+def check_name(name, what: str = "lab") -> str:
+    """Return name if it is a valid lab or node name, else raise UsageError: names become paths, so nothing
+    else may get through."""
+    from ..errors import UsageError
+    limit = MAX_LAB if what == "lab" else MAX_NODE
+    if not isinstance(name, str) or not LAB_NAME.match(name) or len(name) > limit:
+        raise UsageError(f"{name!r} is not a valid {what} name (up to {limit} lowercase letters and digits, "
+                         "'-' between them, starting with a letter)")
+    return name
 
 
 def fabric_ns(lab: str) -> str:

@@ -9,17 +9,15 @@ shorthand: one of several forms). build.py reads every key declared here; test_j
 import re
 from dataclasses import dataclass, field
 
+from .names import LAB_NAME, MAX_LAB, MAX_NODE
 from .schema import APPS, PROTOCOLS, SCHEDULERS, Forward
 from .sysctls import INTERFACE_SYSCTLS, NETNS_SYSCTLS
 
-LAB_NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 NODE_NAME = LAB_NAME
 IFNAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
 SWITCH_NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
 SYSCTL_KEY = re.compile(r"^net\.[A-Za-z0-9_.-]+$")
 MAC = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
-MAX_LAB = 16
-MAX_NODE = 24
 MAX_IFNAME = 15  # IFNAMSIZ - 1
 CHARSET = {LAB_NAME.pattern: "lowercase letters and digits, '-' between them, starting with a letter",
            IFNAME.pattern: "letters, digits, '_', '.', '-', starting with a letter",
