@@ -20,3 +20,17 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "tests/netns" in str(item.fspath) or "tests/ipvs" in str(item.fspath):
             item.add_marker(skip)
+
+
+@pytest.fixture
+def run_bench():
+    """run_bench("x.py", *args) -> the stdout lines of bench/x.py run from this checkout; fails on an error exit."""
+    import subprocess
+    import sys
+
+    def run(script, *args, timeout=900):
+        out = subprocess.run([sys.executable, str(ROOT / "bench" / script), *args], capture_output=True, text=True,
+                             timeout=timeout, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert out.returncode == 0, out.stdout + out.stderr
+        return out.stdout.strip().splitlines()
+    return run
