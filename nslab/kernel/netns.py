@@ -22,6 +22,7 @@ MNT_DETACH = 2
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _lock = threading.Lock()
+_run_dir_ready = False  # /run/netns seen as a shared mount point by this process: it stays one
 
 
 def _check(ret, what):
@@ -52,14 +53,19 @@ def list_names() -> list[str]:
 
 def _ensure_run_dir() -> None:
     """Make /run/netns a shared mount point, as `ip netns add` does, so other mount
-    namespaces see namespaces added later."""
+    namespaces see namespaces added later. Looked at once a process: mountinfo grows by a line with every
+    namespace, and a big lab creates a thousand."""
+    global _run_dir_ready
+    if _run_dir_ready:
+        return
     os.makedirs(NETNS_RUN_DIR, mode=0o755, exist_ok=True)
     with open("/proc/self/mountinfo") as f:
-        if any(line.split()[4] == NETNS_RUN_DIR for line in f):
-            return
-    rundir = NETNS_RUN_DIR.encode()
-    _check(_libc.mount(rundir, rundir, b"none", MS_BIND | MS_REC, None), "mount --bind /run/netns")
-    _check(_libc.mount(b"none", rundir, None, MS_SHARED | MS_REC, None), "mount --make-shared /run/netns")
+        mounted = any(line.split()[4] == NETNS_RUN_DIR for line in f)
+    if not mounted:
+        rundir = NETNS_RUN_DIR.encode()
+        _check(_libc.mount(rundir, rundir, b"none", MS_BIND | MS_REC, None), "mount --bind /run/netns")
+        _check(_libc.mount(b"none", rundir, None, MS_SHARED | MS_REC, None), "mount --make-shared /run/netns")
+    _run_dir_ready = True
 
 
 def create(name: str) -> None:
