@@ -6,8 +6,9 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 from .diag import Diagnostics
 from .names import bridge_port
-from .schema import App, Expect, Forward, Interface, Nat, Node, RealServer, Route, Service, Switch, Topology
-from .spec import (APP, APPS, CHARSET, EXPECT, IFNAME, INTERFACE, LAB_NAME, MAC, MAX_IFNAME, MAX_LAB, MAX_NODE,
+from .schema import (HEALTH_CHECKS, ON_FAILURE, App, Expect, Forward, Health, Interface, Nat, Node, RealServer, Route,
+                     Service, Switch, Topology)
+from .spec import (APP, APPS, CHARSET, EXPECT, HEALTH, IFNAME, INTERFACE, LAB_NAME, MAC, MAX_IFNAME, MAX_LAB, MAX_NODE,
                    NAT, NODE, NODE_NAME, PROTOCOLS, REAL_SERVER, RESERVED_DEVICES, RESERVED_NODES, ROUTE,
                    SCHEDULERS, SERVICE, SWITCH, SWITCH_NAME, SYSCTL_KEY, TOPOLOGY)
 from .sysctls import netns_sysctl, split_interface_sysctl, sysctl_hint
@@ -15,7 +16,7 @@ from .sysctls import netns_sysctl, split_interface_sysctl, sysctl_hint
 # The keys each mapping may hold (and the did-you-mean candidates): the spec's.
 TOP_KEYS, NODE_KEYS, IF_KEYS, ROUTE_KEYS = TOPOLOGY.names, NODE.names, INTERFACE.names, ROUTE.names
 NAT_KEYS, APP_KEYS, SERVICE_KEYS, RS_KEYS = NAT.names, APP.names, SERVICE.names, REAL_SERVER.names
-EXPECT_KEYS, SWITCH_KEYS = EXPECT.names, SWITCH.names
+EXPECT_KEYS, SWITCH_KEYS, HEALTH_KEYS = EXPECT.names, SWITCH.names, HEALTH.names
 
 
 class Builder:
@@ -408,7 +409,7 @@ class Builder:
             if key not in raw:
                 self.d.error(path, f"missing required key '{key}'")
         vip, port = self.vip(path + ("vip",), raw.get("vip"))
-        director = raw.get("director")
+        director, directors = self.directors(path, raw)
         vip_interface = raw.get("vip_interface")
         if vip_interface is not None and (not isinstance(vip_interface, str) or not vip_interface):
             self.d.error(path + ("vip_interface",), "must be an interface name of the director", "e.g. eth0")
@@ -435,12 +436,62 @@ class Builder:
                 address=self.address(p + ("address",), settings["address"]) if "address" in settings else None,
                 port=self.integer(p + ("port",), settings["port"], *_limits(REAL_SERVER, "port")) if "port" in settings
                 else None))
-        if not all((vip, port, isinstance(director, str), protocol, scheduler, forward)):
+        health = self.health(path + ("health",), raw["health"]) if "health" in raw else None
+        on_failure = self.choice(path + ("on_failure",), raw.get("on_failure", default("on_failure")), ON_FAILURE,
+                                 "on_failure")
+        sorry = raw.get("sorry_server")
+        if sorry is not None and self.name(path + ("sorry_server",), sorry, NODE_NAME, MAX_NODE, "node name") is None:
+            sorry = None
+        if not all((vip, port, isinstance(director, str), protocol, scheduler, forward, on_failure)):
             return None
         return Service(name=name, director=director, vip=vip, port=port, protocol=protocol, scheduler=scheduler,
                        forward=Forward(forward), persistence=persistence, real_servers=tuple(real_servers),
-                       vip_interface=vip_interface or None,
+                       vip_interface=vip_interface or None, directors=directors, health=health,
+                       on_failure=on_failure, sorry_server=sorry,
                        **{k: v for k, v in flags.items() if v is not None})
+
+    def directors(self, path, raw):
+        """(director, directors): one director, or a VRRP pair (or more) whose first one is the master."""
+        if "director" in raw and "directors" in raw:
+            self.d.error(path + ("directors",), "has both 'director' and 'directors'",
+                         "keep director: NODE for one director, or directors: [NODE1, NODE2] for a VRRP pair")
+            return None, ()
+        if "directors" not in raw:
+            if "director" not in raw:
+                self.d.error(path, "missing required key 'director'",
+                             "director: NODE, or directors: [NODE1, NODE2] for a VRRP pair")
+            return raw.get("director"), ()
+        value = raw["directors"]
+        if not isinstance(value, list) or not all(isinstance(n, str) for n in value):
+            self.d.error(path + ("directors",), f"{value!r} is not a list of node names", "e.g. directors: [d1, d2]")
+            return None, ()
+        if len(value) < 2:
+            self.d.error(path + ("directors",), "a VRRP pair needs two directors (or more)",
+                         f"for one director write director: {value[0]}" if value else "e.g. directors: [d1, d2]")
+            return None, ()
+        if len(set(value)) != len(value):
+            self.d.error(path + ("directors",), "names a director twice", "list each director once")
+            return None, ()
+        return value[0], tuple(value)
+
+    def health(self, path, raw):
+        if raw is None:
+            return Health()
+        raw = self.mapping(path, raw, "check/path/interval/timeout/retries")
+        self.d.unknown_keys(path, raw, HEALTH_KEYS)
+        check = self.choice(path + ("check",), raw.get("check", HEALTH.default("check")), HEALTH_CHECKS, "check")
+        url = raw.get("path", HEALTH.default("path"))
+        if not isinstance(url, str) or not url.startswith("/") or any(c.isspace() for c in url):
+            self.d.error(path + ("path",), f"{url!r} is not a URL path", "e.g. path: /health")
+            url = None
+        elif "path" in raw and check == "tcp":
+            self.d.error(path + ("path",), "a tcp check opens a connection and asks for no path",
+                         "use check: http, or remove path")
+        numbers = {k: self.integer(path + (k,), raw.get(k, HEALTH.default(k)), *_limits(HEALTH, k))
+                   for k in ("interval", "timeout", "retries")}
+        if check is None or url is None or None in numbers.values():
+            return None
+        return Health(check=check, path=url, **numbers)
 
     def vip(self, path, raw):
         if raw is None:

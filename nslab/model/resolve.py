@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 from . import names
-from .schema import Forward, Node, Topology
+from .schema import Forward, Health, Node, Topology
 
 DEFAULT_PORTS = {"http": 80, "echo": 7}
 
@@ -88,6 +88,16 @@ class RealServerFacts:
 
 
 @dataclass(frozen=True)
+class VrrpFacts:
+    """One director of a VRRP pair: where it speaks VRRP and holds the VIP when it is master."""
+
+    director: str
+    interface: str | None  # its interface on the VIP's segment; None: it has none (model/rules.py says so)
+    priority: int  # the master's is highest
+    router_id: int  # VRRP's virtual_router_id, one per service in the lab
+
+
+@dataclass(frozen=True)
 class ServiceFacts:
     name: str
     director: str
@@ -103,6 +113,19 @@ class ServiceFacts:
     arp_tuning: bool
     rp_filter_relax: bool
     return_path_check: bool
+    # keepalived: when set, it owns this service's IPVS table (nslab programs none of it) and, for a pair,
+    # the VIP (VRRP moves it; nslab adds it nowhere)
+    keepalived: bool = False
+    directors: tuple[str, ...] = ()  # every director, the master first; (director,) for one
+    vrrp: tuple["VrrpFacts", ...] = ()  # one per director of a pair, the master first; () for one director
+    health: Health | None = None
+    on_failure: str = "remove"
+    sorry: RealServerFacts | None = None  # the sorry server: answers while every real server is down
+
+    @property
+    def backends(self) -> tuple[RealServerFacts, ...]:
+        """The real servers and the sorry server: every node that may get a request for the VIP."""
+        return self.real_servers + ((self.sorry,) if self.sorry else ())
 
     @property
     def target(self) -> str:
@@ -164,7 +187,7 @@ class ResolvedLab:
 
     def role(self, node: str) -> str:
         """director | real server | router | host."""
-        if any(s.director == node for s in self.services):
+        if any(node in s.directors for s in self.services):
             return "director"
         if any(s.real_server(node) for s in self.services):
             return "real server"
@@ -176,8 +199,9 @@ class ResolvedLab:
 def resolve(topo: Topology) -> ResolvedLab:
     """Derive every fact of a topology (no kernel, no errors: missing references give None)."""
     segments, seg_of = _segments(topo)
-    seg_by_name = {s.name: s for s in segments}
-    services = tuple(_service(topo, svc, seg_by_name, seg_of) for svc in topo.services)
+    pairs = [s.name for s in topo.services if s.directors]
+    services = tuple(_service(topo, svc, seg_of, pairs.index(svc.name) + 1 if svc.directors else 0)
+                     for svc in topo.services)
     return ResolvedLab(topology=topo, name=topo.name, fabric_ns=names.fabric_ns(topo.name),
                        segments=segments, taps=_taps(topo, segments, services), apps=_apps(topo),
                        services=services, segment_of_iface=seg_of, holders_of=_holders(topo, services))
@@ -197,9 +221,10 @@ def _holders(topo, services):
             for a in i.addresses:
                 add(a.ip, n.name)
     for s in services:
-        add(s.vip, s.director)
+        for d in s.directors:
+            add(s.vip, d)
         if s.method is not Forward.NAT:
-            for r in s.real_servers:
+            for r in s.backends:
                 add(s.vip, r.node)
     return {ip: tuple(nodes) for ip, nodes in out.items()}
 
@@ -240,7 +265,7 @@ def _taps(topo, segments, services):
     for svc in services:
         if svc.method is Forward.TUN:
             taps += [Tap(names.node_ns(lab, r.node), "tunl0", f"{r.node}:tunl0", None, r.node, "tunl0", l2=False,
-                         in_fabric=False) for r in svc.real_servers]
+                         in_fabric=False) for r in svc.backends]
     return tuple(taps)
 
 
@@ -264,10 +289,12 @@ def _app_port(topo, node: Node):
         for rs in svc.real_servers:
             if rs.node == node.name:
                 return rs.port or svc.port, svc.protocol, svc.name
+        if svc.sorry_server == node.name:
+            return svc.port, svc.protocol, svc.name
     return DEFAULT_PORTS[node.app.kind], node.app.protocol, None
 
 
-def _service(topo, svc, seg_by_name, seg_of) -> ServiceFacts:
+def _service(topo, svc, seg_of, router_id) -> ServiceFacts:
     director = topo.node(svc.director) if topo.has_node(svc.director) else None
 
     def shared(rs_node):
@@ -282,27 +309,50 @@ def _service(topo, svc, seg_by_name, seg_of) -> ServiceFacts:
     real_servers = []
     for rs in svc.real_servers:
         pairs = shared(rs.node)
-        real_servers.append(RealServerFacts(rs.node, _rs_address(topo, svc, rs, pairs), rs.port or svc.port,
+        real_servers.append(RealServerFacts(rs.node, _rs_address(topo, svc, rs.node, rs.address, pairs),
+                                            rs.port or svc.port,
                                             rs.weight, bool(pairs), tuple(a.ip for ia, _ in pairs for a in ia.addresses)))
+    sorry = None
+    if svc.sorry_server:
+        pairs = shared(svc.sorry_server)
+        sorry = RealServerFacts(svc.sorry_server, _rs_address(topo, svc, svc.sorry_server, None, pairs), svc.port, 1,
+                                bool(pairs), tuple(a.ip for ia, _ in pairs for a in ia.addresses))
     own = [a.ip for i in director.interfaces if i.name != "lo" for a in i.addresses] if director else []
+    vip_interface = _vip_interface(svc, director, [shared(r.node) for r in svc.real_servers])
     return ServiceFacts(
         name=svc.name, director=svc.director, vip=svc.vip, port=svc.port, protocol=svc.protocol,
         scheduler=svc.scheduler, method=svc.forward, persistence=svc.persistence,
-        vip_interface=_vip_interface(svc, director, [shared(r.node) for r in svc.real_servers]),
-        vip_is_own=svc.vip in own, real_servers=tuple(real_servers),
-        arp_tuning=svc.arp_tuning, rp_filter_relax=svc.rp_filter_relax, return_path_check=svc.return_path_check)
+        vip_interface=vip_interface, vip_is_own=svc.vip in own, real_servers=tuple(real_servers),
+        arp_tuning=svc.arp_tuning, rp_filter_relax=svc.rp_filter_relax, return_path_check=svc.return_path_check,
+        keepalived=svc.keepalived, directors=svc.directors or (svc.director,),
+        vrrp=_vrrp(topo, svc, seg_of, vip_interface, router_id), health=svc.health, on_failure=svc.on_failure,
+        sorry=sorry)
 
 
-def _rs_address(topo, svc, rs, pairs):
+def _vrrp(topo, svc, seg_of, vip_interface, router_id):
+    """Each director of a pair on the VIP's segment (the master's VIP interface's), the master's priority
+    highest: VRRP adverts and the VIP's gratuitous ARP go out there."""
+    segment = seg_of.get((svc.director, vip_interface))
+    out = []
+    for k, name in enumerate(svc.directors):
+        node = topo.node(name) if topo.has_node(name) else None
+        iface = vip_interface if k == 0 else next(
+            (i.name for i in (node.interfaces if node else ()) if segment and seg_of.get((name, i.name)) == segment),
+            None)
+        out.append(VrrpFacts(name, iface, 150 - 10 * k, router_id))
+    return tuple(out)
+
+
+def _rs_address(topo, svc, node, address, pairs):
     """The override, else the address it has on a segment shared with the director (NAT, DR), else its
     first address (TUN: the director reaches it by routing)."""
-    if rs.address:
-        return rs.address
+    if address:
+        return address
     for _, iface in pairs:
         if iface.addresses:
             return iface.addresses[0].ip
-    if svc.forward is Forward.TUN and topo.has_node(rs.node):
-        return next((a.ip for i in topo.node(rs.node).interfaces if i.name != "lo" for a in i.addresses), None)
+    if svc.forward is Forward.TUN and topo.has_node(node):
+        return next((a.ip for i in topo.node(node).interfaces if i.name != "lo" for a in i.addresses), None)
     return None
 
 

@@ -75,11 +75,15 @@ def _check_peer(topo, node, iface, ipath, d):
 
 def _check_service(topo, svc, d):
     spath = ("services", svc.name)
-    if not topo.has_node(svc.director):
+    declared = next(s for s in topo.services if s.name == svc.name)
+    if declared.directors:
+        if not _check_pair(topo, svc, declared, spath, d):
+            return
+    elif not topo.has_node(svc.director):
         d.error(spath + ("director",), f"node '{svc.director}' does not exist")
         return
     director = topo.node(svc.director)
-    declared = next(s for s in topo.services if s.name == svc.name)
+    _check_keepalived_keys(topo, svc, declared, spath, d)
     if declared.vip_interface and not director.interface(declared.vip_interface):
         d.error(spath + ("vip_interface",), f"{svc.director} has no interface '{declared.vip_interface}'")
     if not svc.real_servers:
@@ -89,8 +93,8 @@ def _check_service(topo, svc, d):
         if not topo.has_node(rs.node):
             d.error(rpath, f"node '{rs.node}' does not exist")
             continue
-        if rs.node == svc.director:
-            d.error(rpath, "the director cannot be its own real server")
+        if rs.node in svc.directors:
+            d.error(rpath, "a director cannot be its own real server")
             continue
         if svc.method is Forward.DR and not rs.shares_segment:
             d.error(rpath, f"DR needs {rs.node} on a switch shared with the director {svc.director}: "
@@ -121,3 +125,58 @@ def _check_nat_return(topo, svc, rs, rpath, d):
         d.error(rpath, f"{rs.node} {told}, not through the director: in LVS NAT the director must see "
                 "each reply to rewrite its source back to the VIP",
                 f"{fix}; to break the lab on purpose, set services.{svc.name}.return_path_check: false")
+
+
+def _check_pair(topo, svc, declared, spath, d) -> bool:
+    """A VRRP pair: every director exists and sits on the VIP's segment. False when the service can't be
+    judged further."""
+    dpath = spath + ("directors",)
+    missing = [(k, n) for k, n in enumerate(svc.directors) if not topo.has_node(n)]
+    for k, name in missing:
+        d.error(dpath + (k,), f"node '{name}' does not exist")
+    if missing:
+        return False
+    if svc.method is Forward.NAT:
+        d.error(dpath, "a VRRP pair of NAT directors would need a floating gateway for the real servers' replies, "
+                "which nslab does not set up", "use forward: dr or tun, or keep one director "
+                f"(director: {svc.director})")
+    master = svc.vrrp[0]
+    if master.interface is None or not topo.node(svc.director).interface(master.interface):
+        return True  # the vip_interface rule below says so
+    for k, v in enumerate(svc.vrrp[1:], 1):
+        if v.interface is None:
+            d.error(dpath + (k,), f"{v.director} has no interface on the segment of the VIP ({svc.director}:"
+                    f"{master.interface}): VRRP adverts and the VIP move only within one L2 segment",
+                    f"put one of {v.director}'s interfaces on the switch of {svc.director}:{master.interface}")
+    return True
+
+
+def _check_keepalived_keys(topo, svc, declared, spath, d):
+    if declared.sorry_server:
+        _check_sorry(topo, svc, spath + ("sorry_server",), d)
+    if declared.health:
+        return
+    hint = "add health: {check: http}, or {check: tcp}"
+    if declared.on_failure != "remove":
+        d.error(spath + ("on_failure",), "says what a failed health check does, but the service has no "
+                "health checks", hint)
+    if declared.sorry_server:
+        d.error(spath + ("sorry_server",), "answers while every real server is down, which only health checks "
+                "can tell", hint)
+
+
+def _check_sorry(topo, svc, path, d):
+    sorry = svc.sorry
+    if not topo.has_node(sorry.node):
+        d.error(path, f"node '{sorry.node}' does not exist")
+    elif sorry.node in svc.directors or svc.real_server(sorry.node):
+        d.error(path, f"{sorry.node} is already a {'director' if sorry.node in svc.directors else 'real server'} "
+                "of this service", "name a node of its own that answers while every real server is down")
+    elif svc.method is Forward.DR and not sorry.shares_segment:
+        d.error(path, f"DR needs the sorry server {sorry.node} on a switch shared with the director "
+                f"{svc.director}", f"put one of {sorry.node}'s interfaces on the director's switch")
+    elif sorry.address is None:
+        d.error(path, f"cannot tell which address of {sorry.node} the director should use",
+                f"give {sorry.node} an address on a segment it shares with {svc.director}")
+    elif svc.method is Forward.NAT and svc.return_path_check:
+        _check_nat_return(topo, svc, sorry, path, d)

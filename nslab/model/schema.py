@@ -17,6 +17,8 @@ class Forward(str, Enum):
 SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh", "twos")
 APPS = ("http", "echo")
 PROTOCOLS = ("tcp", "udp")
+HEALTH_CHECKS = ("http", "tcp")
+ON_FAILURE = ("remove", "weight0")
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,17 @@ class RealServer:
 
 
 @dataclass(frozen=True)
+class Health:
+    """How keepalived checks a real server (its HTTP_GET or TCP_CHECK)."""
+
+    check: str = "http"  # one of HEALTH_CHECKS
+    path: str = "/"
+    interval: int = 1  # seconds between checks (delay_loop)
+    timeout: int = 1  # seconds (connect_timeout)
+    retries: int = 1  # failed checks in a row after the first before it counts as down
+
+
+@dataclass(frozen=True)
 class Service:
     name: str
     director: str
@@ -105,6 +118,15 @@ class Service:
     rp_filter_relax: bool = True  # TUN: rp_filter 0 on real servers so decapsulated packets pass
     vip_interface: str | None = None  # the director interface that holds the VIP; None: derived
     return_path_check: bool = True  # NAT: refuse real servers whose replies bypass the director
+    directors: tuple[str, ...] = ()  # a VRRP pair (or more), `director` first; () for one director
+    health: Health | None = None
+    on_failure: str = "remove"  # one of ON_FAILURE
+    sorry_server: str | None = None  # a node answering while every real server is down
+
+    @property
+    def keepalived(self) -> bool:
+        """keepalived owns this service's IPVS table (and its VIP, for a pair)."""
+        return bool(self.health or self.directors)
 
 
 @dataclass(frozen=True)

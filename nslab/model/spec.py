@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass, field
 
 from .names import LAB_NAME, MAX_LAB, MAX_NODE
-from .schema import APPS, PROTOCOLS, SCHEDULERS, Forward
+from .schema import APPS, HEALTH_CHECKS, ON_FAILURE, PROTOCOLS, SCHEDULERS, Forward
 from .sysctls import INTERFACE_SYSCTLS, NETNS_SYSCTLS
 
 NODE_NAME = LAB_NAME
@@ -229,8 +229,21 @@ REAL_SERVER = Obj("real_server", "A real server of an LVS service: a node.", (
         "topology."),
     Key("port", PORT, "The port it serves on; default: the service's port."),
 ))
+HEALTH = Obj("health", "keepalived checks each real server and takes a failed one out of IPVS until it answers "
+              "again.", (
+                  Key("check", Text(enum=HEALTH_CHECKS), "http: GET `path` must answer 200; tcp: a connection "
+                      "must open.", default="http"),
+                  Key("path", Text(pattern=r"^/\S*$"), "The URL path an http check asks for.", default="/"),
+                  Key("interval", Int(1, 3600), "Seconds between two checks of a real server.", default=1),
+                  Key("timeout", Int(1, 3600), "Seconds a check may take before it counts as failed.", default=1),
+                  Key("retries", Int(0, 100), "Failed checks in a row, after the first, before the real server "
+                      "counts as down.", default=1),
+              ))
 SERVICE = Obj("service", "An LVS virtual service on a director (the kernel's IPVS).", (
-    Key("director", NODE_REF, "The node that holds the VIP and balances.", required=True),
+    Key("director", NODE_REF, "The node that holds the VIP and balances."),
+    Key("directors", List(NODE_REF, unique=True, min_items=2),
+        "Instead of director: a VRRP pair (or more), the first one master; keepalived moves the VIP to a backup "
+        "when the master fails."),
     Key("vip", Text(pattern=VIP_TEXT), "The virtual IP and port, e.g. 10.0.0.100:80.", required=True),
     Key("protocol", Text(enum=PROTOCOLS), "tcp or udp.", default="tcp"),
     Key("scheduler", Text(enum=SCHEDULERS), "The IPVS scheduler.", default="rr"),
@@ -247,7 +260,12 @@ SERVICE = Obj("service", "An LVS virtual service on a director (the kernel's IPV
     Key("vip_interface", Text(min_length=1), "The director interface that holds the VIP; default: derived.",
         nullable=True),
     Key("return_path_check", Bool(), "NAT: refuse real servers whose replies bypass the director.", default=True),
-))
+    Key("health", Ref("health", nullable=True), "Health-check the real servers (keepalived then owns this "
+        "service's IPVS table); null: the defaults."),
+    Key("on_failure", Text(enum=ON_FAILURE), "What a failed health check does to a real server: remove takes "
+        "it out of IPVS, weight0 keeps it with weight 0 (keepalived's inhibit_on_failure).", default="remove"),
+    Key("sorry_server", NODE_REF, "A node that gets the requests while every real server is down."),
+), any_of=("director", "directors"), not_both=("director", "directors"))
 SWITCH = Obj("switch", "A switch (one Linux bridge) with settings.", (
     Key("name", _name(SWITCH_NAME, MAX_IFNAME, RESERVED_DEVICES), "The switch's name.", required=True),
     Key("ageing", Int(0, 1000000), "Seconds the switch remembers the port a MAC was seen on (the bridge's "
@@ -266,4 +284,5 @@ TOPOLOGY = Obj("topology", "An nslab lab: switches, nodes, LVS services and expe
         nullable=True),
     Key("expect", List(Ref("expect")), "Claims `verify` checks.", nullable=True),
 ))
-OBJECTS = {o.name: o for o in (TOPOLOGY, SWITCH, NODE, INTERFACE, ROUTE, NAT, APP, SERVICE, REAL_SERVER, EXPECT)}
+OBJECTS = {o.name: o for o in (TOPOLOGY, SWITCH, NODE, INTERFACE, ROUTE, NAT, APP, SERVICE, HEALTH, REAL_SERVER,
+                               EXPECT)}

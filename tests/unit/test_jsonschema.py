@@ -63,6 +63,16 @@ nodes:
       eth0: {switch: lan, address: 10.0.0.12/24}
     gateway: 10.0.0.2
     app: echo
+  sorry:
+    interfaces:
+      eth0: {switch: lan, address: 10.0.0.20/24}
+    gateway: 10.0.0.2
+  d2:
+    interfaces:
+      eth0: {switch: lan, address: 10.0.0.3/24}
+  d3:
+    interfaces:
+      eth0: {switch: lan, address: 10.0.0.4/24}
 services:
   web:
     director: director
@@ -78,6 +88,14 @@ services:
     real_servers:
       rs1: {weight: 2, address: 10.0.0.11, port: 8080}
       rs2:
+    health: {check: http, path: /, interval: 1, timeout: 1, retries: 2}
+    on_failure: weight0
+    sorry_server: sorry
+  pair:
+    directors: [d2, d3]
+    vip: 10.0.0.200:7
+    forward: dr
+    real_servers: {rs2: }
 expect:
   - {from: client, to: web, reaches: true, path: [client, router, director], reply_path: [director, router, client],
      same_ip: false, traceroute: false, switch_learning: false, connections: 2}
