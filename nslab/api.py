@@ -226,7 +226,7 @@ def status(lab: str, connections: bool = False, settle: bool = True) -> dict:
                 entry["interfaces"] = [i for i in observe.interfaces(s, ns) if i["name"] in declared or
                                        (i["name"] == "lo" and len(i["addresses"]) > 1) or
                                        (i["name"] not in ("lo",) and (i["up"] or i["addresses"]))]
-            entry["apps"] = procs.recorded_apps(steps, ns)
+            entry["apps"] = [{k: v for k, v in p.items() if k != "action"} for p in procs.recorded_processes(steps, ns)]
             entry["faults"] = [f for f in faults if f["node"] == node.name]
             out["nodes"].append(entry)
         out["services"] = [_service_status(s, topo, svc, connections, settle) for svc in topo.services]
@@ -254,12 +254,20 @@ def heal(lab: str, node: str, link: str | None = None, whole_node: bool = False)
 
 def _service_status(session, topo, svc, connections, settle):
     from .kernel import ipvs
-    facts = model.resolve(topo).service(svc.name)
-    ns = names.node_ns(topo.name, svc.director)
+    rlab = model.resolve(topo)
+    facts = rlab.service(svc.name)
+    director, pair = svc.director, None
+    if facts.keepalived:
+        from .kernel import keepalived
+        pair = keepalived.status(session, rlab, facts)
+        director = next((d["node"] for d in pair if d["holds_vip"]), director)  # the table that gets the traffic
+    ns = names.node_ns(topo.name, director)
     read = ipvs.read_services_settled if settle else ipvs.read_services
-    by_addr = {str(rs.address): rs.node for rs in facts.real_servers}
-    entry = {"name": svc.name, "director": svc.director, "forward": svc.forward.value, "vip": str(svc.vip),
+    by_addr = {str(rs.address): rs.node for rs in facts.backends}
+    entry = {"name": svc.name, "director": director, "forward": svc.forward.value, "vip": str(svc.vip),
              "port": svc.port, "protocol": svc.protocol, "programmed": False, "real_servers": []}
+    if pair is not None:
+        entry["keepalived"] = pair
     for found in read(session, ns):
         if found["vip"] == str(svc.vip) and found["port"] == svc.port and found["protocol"] == svc.protocol:
             entry.update(programmed=True, scheduler=found["scheduler"], stats=found["stats"])

@@ -8,6 +8,7 @@ import importlib.util
 import json
 import os
 import sys
+import time
 
 from .errors import NslabError
 
@@ -221,12 +222,12 @@ def _print_nodes(st):
             rows.append((node["name"], i["name"] + (f"@{i['master']}" if i["master"] else ""),
                          ",".join(i["addresses"]) or "-", i["mac"] or "-", "up" if i["up"] else "DOWN"))
         for app in node["apps"]:
-            rows.append((node["name"], "app", f"{app['kind']} :{app['port']}", f"pid {app['pid']}",
+            rows.append((node["name"], "app", app["kind"] + (f" :{app['port']}" if app["port"] else ""), f"pid {app['pid']}",
                          "running" if app["running"] else "STOPPED"))
         for fault in node.get("faults", []):  # what `nslab fail` stopped: no longer in the journal
             for p in fault["processes"]:
                 fields = p["action"]["fields"]
-                what = f"{fields['kind']} :{fields['port']}" if "port" in fields else p["action"]["kind"]
+                what = f"{fields['kind']} :{fields['port']}" if "port" in fields else fields.get("kind", "keepalived")
                 rows.append((node["name"], "app" if "port" in fields else "process", what, f"pid {p['pid']}",
                              "FAILED (nslab fail)"))
     _table(rows)
@@ -265,11 +266,32 @@ def _print_service(svc):
         rows.append((f"{rs['address']}:{rs['port']}", rs["node"], rs["method"], rs["weight"], rs["active"],
                      rs["inactive"], st["conns"], st["inpkts"], st["outpkts"], st["inbytes"], st["outbytes"]))
     _table(rows, indent="  ", left=3)
+    if "keepalived" in svc:
+        _print_keepalived(svc["keepalived"])
     if "connections" in svc:
         print(f"  connections ({len(svc['connections'])}):")
         for c in svc["connections"]:
             print(f"    {c['protocol']} {c['client']} -> {c['vip']} -> {c['real_server']}  {c['state']}  "
                   f"expires in {c['expires_s']} s")
+
+
+def _print_keepalived(directors):
+    """Per director: keepalived, VRRP state, the VIP; per real server: health as its checker sees it."""
+    def since(t):
+        return time.strftime("%H:%M:%S", time.localtime(t)) + f".{int(t % 1 * 10)}" if t else "-"
+    rows = [("director", "keepalived", "vrrp", "since", "holds vip")]
+    for d in directors:
+        rows.append((d["node"], "running" if d["keepalived"] else "STOPPED", d["vrrp"] or "-", since(d["vrrp_since"]),
+                     "yes" if d["holds_vip"] else "no"))
+    _table(rows, indent="  ")
+    rows = [("director", "real server", "node", "health", "since", "ipvs weight")]
+    for d in directors:
+        for rs in d["real_servers"]:
+            health = "sorry server" if rs["sorry"] else "-" if rs["healthy"] is None else (
+                "healthy" if rs["healthy"] else "FAILED")
+            rows.append((d["node"], f"{rs['address']}:{rs['port']}", rs["node"], health, since(rs["since"]),
+                         "not in table" if rs["weight"] is None else rs["weight"]))
+    _table(rows, indent="  ")
 
 
 def _scheduled_fault(args):

@@ -8,10 +8,8 @@ import os
 import shutil
 import tempfile
 
-from .model.names import check_name
+from .model.names import RUN_DIR, check_name
 from .plan.actions import Action
-
-RUN_DIR = "/run/nslab"
 
 
 def lab_dir(lab: str) -> str:

@@ -6,7 +6,7 @@ Importing this is cheap: the executor modules import pyroute2 only inside the fu
 from typing import Any, Protocol
 
 from ..plan import actions as A
-from . import addrs, ipvs, links, nft, procs, procsys
+from . import addrs, ipvs, keepalived, links, nft, procs, procsys
 
 
 class Executor(Protocol):
@@ -44,6 +44,7 @@ EXECUTORS: dict[type, Executor] = {
     A.IpvsDest: ipvs.IpvsDestExecutor,
     A.StartApp: procs.AppExecutor,
     A.Exec: procs.ExecExecutor,
+    A.StartKeepalived: keepalived.KeepalivedExecutor,
 }
 
 

@@ -27,7 +27,7 @@ def spawn(ns: str, argv, log_path: str, ready_timeout=APP_READY_TIMEOUT) -> int:
         if b"ready" not in got:
             proc.kill()
             proc.wait()
-            raise KernelError(f"{argv[2] if len(argv) > 2 else argv[0]} in {ns} did not start: " + _tail(log_path))
+            raise KernelError(f"{argv[2] if len(argv) > 2 else argv[0]} in {ns} did not start: " + tail(log_path))
         return proc.pid
     finally:
         os.close(rfd)
@@ -35,7 +35,8 @@ def spawn(ns: str, argv, log_path: str, ready_timeout=APP_READY_TIMEOUT) -> int:
             os.close(wfd)
 
 
-def _tail(path, lines=5):
+def tail(path, lines=5):
+    """The last lines of a log, on one line (for error messages)."""
     try:
         with open(path, errors="replace") as f:
             return " | ".join(f.read().strip().splitlines()[-lines:]) or "(no output)"
@@ -121,12 +122,16 @@ def end_all(namespaces) -> int:
     return len(pids)
 
 
-def recorded_apps(entries, ns: str) -> list[dict]:
-    """The apps the journal's (action, pid) entries record in ns: kind, port, pid and whether it still runs
-    (an app started again is listed once, with its newest pid)."""
-    newest = {a.identity(): (a, pid) for a, pid in entries if type(a).__name__ == "StartApp" and a.ns == ns}
-    return [{"kind": a.kind, "port": a.port, "pid": pid, "running": bool(pid) and alive_in(pid, ns)}
-            for a, pid in newest.values()]
+LAB_PROCESSES = ("StartApp", "StartKeepalived")  # the actions that start a lab process of a node
+
+
+def recorded_processes(entries, ns: str) -> list[dict]:
+    """The lab processes the journal's (action, pid) entries record in ns (built-in apps, keepalived): kind,
+    port (None for keepalived), pid, whether it still runs, and the action that starts it again (a process
+    started again is listed once, with its newest pid)."""
+    newest = {a.identity(): (a, pid) for a, pid in entries if type(a).__name__ in LAB_PROCESSES and a.ns == ns}
+    return [{"kind": getattr(a, "kind", "keepalived"), "port": getattr(a, "port", None), "pid": pid,
+             "running": bool(pid) and alive_in(pid, ns), "action": a} for a, pid in newest.values()]
 
 
 class AppExecutor:
@@ -163,7 +168,7 @@ class ExecExecutor:
         log = os.path.join(s.run_dir, f"{a.node}-exec.log")
         status = run(a.ns, a.argv, log)
         if status != 0:
-            raise KernelError(f"nodes.{a.node}.exec: {' '.join(a.argv)} exited with {status}: {_tail(log)}")
+            raise KernelError(f"nodes.{a.node}.exec: {' '.join(a.argv)} exited with {status}: {tail(log)}")
 
     @staticmethod
     def undo(s, a, undo_data):

@@ -21,6 +21,14 @@ def check_name(name, what: str = "lab") -> str:
     return name
 
 
+RUN_DIR = "/run/nslab"  # each lab's state, logs and lab-process files in RUN_DIR/<lab> (state.py)
+
+
+def run_dir(lab: str) -> str:
+    """Where a lab's state, logs and the files of its lab processes (keepalived's config) live."""
+    return f"{RUN_DIR}/{lab}"
+
+
 def fabric_ns(lab: str) -> str:
     """The namespace that holds a lab's switches (bridges) and the switch side of every veth."""
     return f"{lab}-fabric"

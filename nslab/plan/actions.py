@@ -254,3 +254,28 @@ class Exec(Action):
 
     def argvs(self):
         return [["ip", "netns", "exec", self.ns, *self.argv]]
+
+
+@dataclass(frozen=True)
+class StartKeepalived(Action):
+    """keepalived in a director's namespace, a lab process of that node like an app (recorded in the state;
+    `down` ends it): its config, pid files and notify files live in the lab's state dir, it logs to its
+    console (-l -D, no syslog: -G), which nslab keeps in a log file beside them."""
+
+    node: str = ""
+    config: str = ""  # keepalived.conf's text (plan/keepalived.py)
+    conf: str = ""  # where it is written
+    pids: tuple[str, ...] = ()  # pid files: parent, vrrp, checkers
+    notify_dir: str = ""  # where its notify commands touch files
+
+    def keepalived_argv(self) -> list[str]:
+        parent, vrrp, checkers = self.pids
+        return ["keepalived", "--dont-fork", "--log-console", "--log-detail", "--no-syslog", "--use-file", self.conf,
+                "--pid", parent, "--vrrp_pid", vrrp, "--checkers_pid", checkers]
+
+    def argvs(self):
+        return [["mkdir", "-p", self.notify_dir], ["ip", "netns", "exec", self.ns, *self.keepalived_argv()]]
+
+    def commands(self):
+        mkdir, start = super().commands()
+        return [mkdir, f"cat > {shlex.quote(self.conf)} <<'EOF'\n{self.config}EOF", start + " &"]

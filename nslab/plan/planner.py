@@ -3,8 +3,9 @@
 from ..model import names
 from ..model.resolve import ResolvedLab
 from ..model.schema import Forward
+from . import keepalived
 from .actions import (AddAddress, AddBridge, AddNetns, AddRoute, AddTunnel, AddVeth, Exec, IpvsDest,
-                      IpvsService, Masquerade, StartApp, Sysctl)
+                      IpvsService, Masquerade, StartApp, StartKeepalived, Sysctl)
 
 
 class _Sysctls:
@@ -82,6 +83,7 @@ def plan(rlab: ResolvedLab) -> list:
                                   reason=f"SNAT: packets leaving {node.name}:{nat.out} get its address as source"))
     out += _ipvs(rlab)
     out += _apps(rlab)
+    out += _keepalived(rlab)
     for node in topo.nodes:
         ns = names.node_ns(lab, node.name)
         out += [Exec(ns, argv=argv, node=node.name, reason=f"nodes.{node.name}.exec") for argv in node.exec]
@@ -120,7 +122,7 @@ def _derive_service_sysctls(rlab, svc, sysctl):
                    f"LVS NAT: {svc.director} forwards requests to real servers and replies back to clients")
     if svc.method is Forward.NAT:
         return
-    for rs in svc.real_servers:
+    for rs in svc.backends:
         ns = rlab.ns(rs.node)
         if svc.arp_tuning:
             why = (f"{svc.method.value.upper()}: {rs.node} holds the VIP too but must not answer ARP for it "
@@ -161,10 +163,10 @@ def _service_addresses(rlab):
     out = []
     for svc in rlab.services:
         dif = svc.vip_interface
-        if not svc.vip_is_own:
+        if not svc.vip_is_own and not svc.vrrp:  # a pair's VIP is keepalived's: VRRP gives it to the master
             out.append(AddAddress(rlab.ns(svc.director), dev=dif, cidr=f"{svc.vip}/32",
                                   reason=f"service '{svc.name}': the director answers for the VIP on {dif}"))
-        for rs in svc.real_servers:
+        for rs in svc.backends:
             ns = rlab.ns(rs.node)
             if svc.method is Forward.DR:
                 out.append(AddAddress(ns, dev="lo", cidr=f"{svc.vip}/32",
@@ -181,6 +183,8 @@ def _service_addresses(rlab):
 def _ipvs(rlab):
     out = []
     for svc in rlab.services:
+        if svc.keepalived:  # keepalived programs it and changes weights; nslab must not fight it
+            continue
         ns = rlab.ns(svc.director)
         out.append(IpvsService(ns, protocol=svc.protocol, vip=str(svc.vip), port=svc.port, scheduler=svc.scheduler,
                                persistence=svc.persistence,
@@ -198,3 +202,19 @@ def _apps(rlab):
     return [StartApp(rlab.ns(app.node), node=app.node, kind=app.kind, port=app.port, protocol=app.protocol,
                      reason=f"built-in {app.kind} server on {app.node}, answering with its name")
             for app in rlab.apps]
+
+
+def _keepalived(rlab):
+    """keepalived in each director of a health-checked or paired service, after the apps it checks."""
+    lab, out = rlab.name, []
+    for node in keepalived.directors(rlab):
+        served = [s for s in rlab.services if s.keepalived and node in s.directors]
+        what = "; ".join(f"'{s.name}': " + ", ".join(
+            (["health-checks its real servers (" + s.health.check + ")"] if s.health else [])
+            + ([f"VRRP {'master' if s.directors[0] == node else 'backup'} of {s.vip}"] if s.vrrp else [])
+            + ["programs its IPVS table"]) for s in served)
+        out.append(StartKeepalived(
+            rlab.ns(node), node=node, config=keepalived.config(rlab, node), conf=keepalived.conf_path(lab, node),
+            pids=tuple(keepalived.pid_path(lab, node, p) for p in keepalived.PROCESSES),
+            notify_dir=keepalived.notify_dir(lab), reason=f"keepalived on {node}: {what}"))
+    return out

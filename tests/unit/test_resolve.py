@@ -2,6 +2,7 @@
 verify side (sniffer taps, target picking) agree on what it derived: the same app ports, the same segments."""
 
 import pathlib
+import re
 
 import pytest
 
@@ -95,8 +96,14 @@ def test_planner_and_verify_agree(topo):
         for end in seg.ends:
             assert rlab.segment_of(end.node, end.iface) is seg
 
-    # Services: IPVS is programmed with the addresses and ports verify expects the real servers to get.
+    # Services: IPVS is programmed (by nslab, or by keepalived from its config) with the addresses and ports
+    # verify expects the real servers to get.
     dests = {(a.vip, a.port, a.rip, a.rport, a.method) for a in plan if isinstance(a, A.IpvsDest)}
+    for start in (a for a in plan if isinstance(a, A.StartKeepalived)):
+        for vip, port, body in re.findall(r"^virtual_server (\S+) (\d+) \{(.*?)^\}", start.config, re.S | re.M):
+            method = re.search(r"lvs_method (\w+)", body).group(1).lower()
+            dests |= {(vip, int(port), rip, int(rport), method)
+                      for rip, rport in re.findall(r"real_server (\S+) (\d+)", body)}
     assert dests == {(str(s.vip), s.port, str(r.address), r.port, s.method.value)
                      for s in rlab.services for r in s.real_servers}
     for s in rlab.services:
