@@ -199,6 +199,8 @@ class Injector:
 
     def __init__(self, topo, fault: Scheduled, before=None):
         import threading
+        from .kernel import faults as kfaults
+        kfaults.prepare()
         self.topo, self.fault, self.events, self._before = topo, fault, [], before
         self._cancel = threading.Event()
         self._thread = threading.Thread(target=self._run, name="nslab-fault", daemon=True)

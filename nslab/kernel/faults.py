@@ -10,6 +10,13 @@ LOCAL_TABLE = 255  # the kernel's own local/broadcast routes: they come back wit
 RTPROT_KERNEL = 2  # connected routes: they come back when the link is up again
 
 
+def prepare() -> None:
+    """Import what a fail or heal uses now, so that one injected during a load happens on time (an import
+    costs seconds in an emulated VM)."""
+    from pyroute2 import IPRoute  # noqa: F401
+    from . import apply, executors, session  # noqa: F401
+
+
 def is_up(s, ns: str, ifname: str) -> bool | None:
     """Whether the interface is administratively up; None when ns has no such interface."""
     idx = s.index(ns, ifname)
