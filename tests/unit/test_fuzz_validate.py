@@ -208,7 +208,7 @@ def test_loads_never_crashes(text):
 
 @settings(FUZZ, max_examples=max(EXAMPLES // 20, 50))
 @given(st.one_of(st.binary(max_size=200), topologies().map(lambda t: t.encode("utf-8", "surrogatepass")),
-                 topologies().map(lambda t: t.encode("utf-16"))))
+                 topologies().map(lambda t: t.encode("utf-16", "surrogatepass"))))
 def test_load_file_never_crashes(tmp_path_factory, raw):
     path = tmp_path_factory.getbasetemp() / "fuzz-lab.yaml"
     path.write_bytes(raw)
