@@ -40,6 +40,7 @@ EXECUTORS: dict[type, Executor] = {
     A.AddAddress: addrs.AddressExecutor,
     A.AddRoute: addrs.RouteExecutor,
     A.Masquerade: nft.MasqueradeExecutor,
+    A.Dnat: nft.DnatExecutor,
     A.IpvsService: ipvs.IpvsServiceExecutor,
     A.IpvsDest: ipvs.IpvsDestExecutor,
     A.StartApp: procs.AppExecutor,

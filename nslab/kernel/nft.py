@@ -10,6 +10,9 @@ from . import netns
 TABLE = "nslab"
 CHAIN = "postrouting"
 SRCNAT = 100  # the chain priority nft calls srcnat
+DNAT_CHAIN = "prerouting"
+DSTNAT = -100  # the chain priority nft calls dstnat
+IPPROTO = {"tcp": 6, "udp": 17}
 
 
 def _nft(ns):
@@ -26,11 +29,11 @@ def _chains(nft):
     return [c for c in nft.get_chains() if c.get_attr("NFTA_CHAIN_TABLE") == TABLE]
 
 
-def _rules(nft):
+def _rules(nft, chain=CHAIN):
     if not _tables(nft):
         return []
     return [r for r in nft.get_rules()
-            if r.get_attr("NFTA_RULE_TABLE") == TABLE and r.get_attr("NFTA_RULE_CHAIN") == CHAIN]
+            if r.get_attr("NFTA_RULE_TABLE") == TABLE and r.get_attr("NFTA_RULE_CHAIN") == chain]
 
 
 def _tag(a):
@@ -110,3 +113,78 @@ def _saddr_match(prefix):
     return (load, genex("bitwise", {"sreg": 1, "dreg": 1, "len": 4,
                                     "mask": {"attrs": [("NFTA_DATA_VALUE", net.netmask.packed)]},
                                     "xor": {"attrs": [("NFTA_DATA_VALUE", b"\0" * 4)]}}), cmp)
+
+
+class DnatExecutor:
+    """A port forward: one rule in the nslab table's prerouting chain (type nat, priority dstnat), found again
+    by its comment; undo deletes it by handle, then the chain and table if nslab made them and they are empty."""
+
+    @staticmethod
+    def done(s, a):
+        nft = _nft(a.ns)
+        try:
+            return any(r.get_attr("NFTA_RULE_USERDATA") == a.comment for r in _rules(nft, DNAT_CHAIN))
+        finally:
+            nft.close()
+
+    @staticmethod
+    def do(s, a):
+        nft = _nft(a.ns)
+        try:
+            if not _tables(nft):
+                nft.table("add", name=TABLE, userdata=a.OWNER)
+            if not any(c.get_attr("NFTA_CHAIN_NAME") == DNAT_CHAIN for c in _chains(nft)):
+                nft.chain("add", table=TABLE, name=DNAT_CHAIN, type="nat", hook="prerouting", priority=DSTNAT,
+                          policy=1, userdata=a.OWNER)
+            exprs = [_iifname_match(a.iface)] if a.iface else []
+            exprs += [_dport_match(a.protocol, a.port), _dnat_to(a.to_ip, a.to_port)]
+            nft.rule("add", table=TABLE, chain=DNAT_CHAIN, expressions=exprs, userdata=a.comment)
+        finally:
+            nft.close()
+
+    @staticmethod
+    def undo(s, a, undo_data=None):
+        if not netns.exists(a.ns):
+            return
+        nft = _nft(a.ns)
+        try:
+            for r in _rules(nft, DNAT_CHAIN):
+                if r.get_attr("NFTA_RULE_USERDATA") == a.comment:
+                    nft.rule("del", table=TABLE, chain=DNAT_CHAIN, handle=r.get_attr("NFTA_RULE_HANDLE"))
+            for c in _chains(nft):
+                if (c.get_attr("NFTA_CHAIN_NAME") == DNAT_CHAIN and c.get_attr("NFTA_CHAIN_USERDATA") == a.OWNER
+                        and not _rules(nft, DNAT_CHAIN)):
+                    nft.chain("del", table=TABLE, name=DNAT_CHAIN)
+            if not _chains(nft) and any(t.get_attr("NFTA_TABLE_USERDATA") == a.OWNER for t in _tables(nft)):
+                nft.table("del", name=TABLE)
+        finally:
+            nft.close()
+
+
+def _data(value: bytes):
+    return {"attrs": [("NFTA_DATA_VALUE", value)]}
+
+
+def _iifname_match(ifname):
+    from pyroute2.nftables.expressions import genex
+    return (genex("meta", {"key": 6, "dreg": 1}),  # 6: NFT_META_IIFNAME
+            genex("cmp", {"sreg": 1, "op": 0, "data": _data(ifname.encode().ljust(16, b"\0"))}))
+
+
+def _dport_match(protocol, port):
+    """`tcp dport PORT` as nft compiles it: the layer 4 protocol, then 2 bytes at transport header + 2."""
+    from pyroute2.nftables.expressions import genex
+    return (genex("meta", {"key": 16, "dreg": 1}),  # 16: NFT_META_L4PROTO
+            genex("cmp", {"sreg": 1, "op": 0, "data": _data(bytes([IPPROTO[protocol]]))}),
+            genex("payload", {"dreg": 1, "base": 2, "offset": 2, "len": 2}),  # base 2: transport header
+            genex("cmp", {"sreg": 1, "op": 0, "data": _data(port.to_bytes(2, "big"))}))
+
+
+def _dnat_to(ip, port):
+    """`dnat to IP:PORT`: the address into register 1, the port into register 2, then the nat expression."""
+    from ipaddress import IPv4Address
+
+    from pyroute2.nftables.expressions import genex
+    return (genex("immediate", {"dreg": 1, "data": _data(IPv4Address(ip).packed)}),
+            genex("immediate", {"dreg": 2, "data": _data(port.to_bytes(2, "big"))}),
+            genex("nat", {"type": 1, "family": 2, "reg_addr_min": 1, "reg_proto_min": 2}))  # 1: DNAT; 2: IPv4

@@ -6,8 +6,8 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 from .diag import Diagnostics
 from .names import bridge_port
-from .schema import (HEALTH_CHECKS, ON_FAILURE, App, Expect, Forward, Health, Interface, Nat, Node, RealServer, Route,
-                     Service, Switch, Topology)
+from .schema import (HEALTH_CHECKS, ON_FAILURE, App, Expect, Forward, Health, Interface, Nat, Node, PortForward,
+                     RealServer, Route, Service, Switch, Topology)
 from .spec import (APP, APPS, CHARSET, EXPECT, HEALTH, IFNAME, INTERFACE, LAB_NAME, MAC, MAX_IFNAME, MAX_LAB, MAX_NODE,
                    NAT, NODE, NODE_NAME, PROTOCOLS, REAL_SERVER, RESERVED_DEVICES, RESERVED_NODES, ROUTE,
                    SCHEDULERS, SERVICE, SWITCH, SWITCH_NAME, SYSCTL_KEY, TOPOLOGY)
@@ -241,9 +241,10 @@ class Builder:
             elif via:
                 routes.insert(0, Route(to=IPv4Network("0.0.0.0/0"), via=via, origin=path + ("gateway",)))
         forward = self.boolean(path + ("forward",), raw["forward"]) if "forward" in raw else None
+        nats, forwards = self.nats(path + ("nat",), raw.get("nat"))
         return Node(name=name, interfaces=interfaces, routes=tuple(routes), forward=forward,
                     sysctls=self.sysctls(path + ("sysctls",), raw.get("sysctls")),
-                    nat=self.nats(path + ("nat",), raw.get("nat")),
+                    nat=nats, dnat=forwards,
                     exec=self.execs(path + ("exec",), raw.get("exec")),
                     app=self.app(path + ("app",), raw.get("app")))
 
@@ -348,21 +349,48 @@ class Builder:
         return tuple(out)
 
     def nats(self, path, raw):
+        """(masquerades, port forwards) of a node's `nat:` entries."""
         if raw is None:
-            return ()
+            return (), ()
         items = raw if isinstance(raw, list) else [raw]
-        out = []
+        out, forwards = [], []
         for i, item in enumerate(items):
             p = path + (i,) if isinstance(raw, list) else path
-            item = self.mapping(p, item, "masquerade/source")
+            item = self.mapping(p, item, "masquerade/source or dnat/to/in/protocol")
             self.d.unknown_keys(p, item, NAT_KEYS)
+            if "dnat" in item:
+                forward = self.port_forward(p, item)
+                if forward:
+                    forwards.append(forward)
+                continue
             out_if = item.get("masquerade")
             if not isinstance(out_if, str):
-                self.d.error(p, "needs 'masquerade: INTERFACE'", "the interface whose address replaces the source")
+                self.d.error(p, "needs 'masquerade: INTERFACE' or 'dnat: PORT'",
+                             "the interface whose address replaces the source, or a port to forward")
                 continue
             source = self.network(p + ("source",), item["source"]) if "source" in item else None
             out.append(Nat(out=out_if, source=source))
-        return tuple(out)
+        return tuple(out), tuple(forwards)
+
+    def port_forward(self, p, item):
+        """A `{dnat: PORT, to: IP:PORT, in: IFACE, protocol: tcp}` entry, or None after reporting."""
+        for key in ("masquerade", "source"):
+            if key in item:
+                self.d.error(p + (key,), f"'{key}' belongs to a masquerade entry, not a port forward (dnat)",
+                             "give it an entry of its own")
+        port = self.integer(p + ("dnat",), item["dnat"], *_limits(NAT, "dnat"))
+        if "to" not in item:
+            self.d.error(p, "a port forward needs 'to: IP:PORT'", "e.g. {dnat: 8080, to: 192.168.0.10:80}")
+            return None
+        to_ip, to_port = self.vip(p + ("to",), item["to"], "to: 192.168.0.10:80")
+        iface = item.get("in")
+        if iface is not None and (not isinstance(iface, str) or not iface):
+            self.d.error(p + ("in",), "must be an interface name of the node", "e.g. in: eth1")
+            iface = None
+        proto = self.choice(p + ("protocol",), item.get("protocol", NAT.default("protocol")), PROTOCOLS, "protocol")
+        if port is None or to_ip is None or proto is None:
+            return None
+        return PortForward(port=port, to_ip=to_ip, to_port=to_port, iface=iface, protocol=proto)
 
     def execs(self, path, raw):
         if raw is None:
@@ -493,7 +521,7 @@ class Builder:
             return None
         return Health(check=check, path=url, **numbers)
 
-    def vip(self, path, raw):
+    def vip(self, path, raw, example="vip: 10.0.0.100:80"):
         if raw is None:
             return None, None
         text = str(raw)
@@ -506,7 +534,7 @@ class Builder:
                 raise ValueError
             return vip, port
         except ValueError:
-            self.d.error(path, f"{text!r} is not IP:PORT", "e.g. vip: 10.0.0.100:80")
+            self.d.error(path, f"{text!r} is not IP:PORT", f"e.g. {example}")
             return None, None
 
 

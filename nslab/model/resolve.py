@@ -136,6 +136,23 @@ class ServiceFacts:
 
 
 @dataclass(frozen=True)
+class PortForwardFacts:
+    """A router's port forward (DNAT) as traffic sees it: where outsiders send, where it goes on to."""
+
+    router: str
+    address: IPv4Address | None  # the router's address on the interface it arrives on (else its first)
+    port: int
+    to_ip: IPv4Address
+    to_port: int
+    protocol: str
+    server: str | None  # the node that holds to_ip
+
+    @property
+    def target(self) -> str:
+        return f"{self.address}:{self.port}"
+
+
+@dataclass(frozen=True)
 class ResolvedLab:
     """A topology with every derived fact. `topology` stays reachable for what was declared as is."""
 
@@ -148,6 +165,7 @@ class ResolvedLab:
     services: tuple[ServiceFacts, ...]
     segment_of_iface: dict  # (node, iface) -> segment name
     holders_of: dict  # ip (text) -> nodes that accept packets for it, whoever declares it first
+    port_forwards: tuple[PortForwardFacts, ...] = ()
 
     def ns(self, node: str) -> str:
         return names.node_ns(self.name, node)
@@ -202,9 +220,22 @@ def resolve(topo: Topology) -> ResolvedLab:
     pairs = [s.name for s in topo.services if s.directors]
     services = tuple(_service(topo, svc, seg_of, pairs.index(svc.name) + 1 if svc.directors else 0)
                      for svc in topo.services)
+    holders = _holders(topo, services)
     return ResolvedLab(topology=topo, name=topo.name, fabric_ns=names.fabric_ns(topo.name),
                        segments=segments, taps=_taps(topo, segments, services), apps=_apps(topo),
-                       services=services, segment_of_iface=seg_of, holders_of=_holders(topo, services))
+                       services=services, segment_of_iface=seg_of, holders_of=holders,
+                       port_forwards=_port_forwards(topo, holders))
+
+
+def _port_forwards(topo, holders):
+    out = []
+    for node in topo.nodes:
+        for f in node.dnat:
+            iface = node.interface(f.iface) if f.iface else None
+            addrs = iface.addresses if iface else [a for i in node.interfaces if i.name != "lo" for a in i.addresses]
+            out.append(PortForwardFacts(node.name, addrs[0].ip if addrs else None, f.port, f.to_ip, f.to_port,
+                                        f.protocol, next(iter(holders.get(str(f.to_ip), ())), None)))
+    return tuple(out)
 
 
 def _holders(topo, services):

@@ -41,6 +41,10 @@ def check(lab: ResolvedLab, d) -> None:
             if nat.out not in names:
                 d.error(npath + ("nat",), f"{node.name} has no interface '{nat.out}' to masquerade out of",
                         "one of: " + ", ".join(names))
+        for forward in node.dnat:
+            if forward.iface and forward.iface not in names:
+                d.error(npath + ("nat",), f"{node.name} has no interface '{forward.iface}' for a port forward to "
+                        "arrive on", "one of: " + ", ".join(names))
     for svc in topo.services:
         _check_service(topo, lab.service(svc.name), d)
     for i, e in enumerate(topo.expect):

@@ -59,6 +59,17 @@ class Nat:
 
 
 @dataclass(frozen=True)
+class PortForward:
+    """DNAT: packets for the node's own `port` (arriving on `iface`, or any) go on to to_ip:to_port."""
+
+    port: int
+    to_ip: IPv4Address
+    to_port: int
+    iface: str | None = None
+    protocol: str = "tcp"
+
+
+@dataclass(frozen=True)
 class App:
     kind: str  # one of APPS
     port: int | None = None  # None: the port of the service it serves, else 80 (http) / 7 (echo)
@@ -73,6 +84,7 @@ class Node:
     forward: bool | None = None  # None: derived (a NAT director forwards)
     sysctls: tuple[tuple[str, str], ...] = ()
     nat: tuple[Nat, ...] = ()
+    dnat: tuple[PortForward, ...] = ()  # port forwards, from the `dnat:` entries of `nat:`
     exec: tuple[tuple[str, ...], ...] = ()
     app: App | None = None
 

@@ -192,10 +192,17 @@ ROUTE = Obj("route", "A static route in the node's main table.", (
     Key("via", Text(pattern=IPV4_TEXT), "The next hop's address, e.g. 10.0.0.1."),
     Key("dev", Text(min_length=1), "The interface to send out of.", nullable=True),
 ), any_of=("via", "dev"))
-NAT = Obj("nat", "Masquerade (SNAT to the interface's own address) traffic leaving an interface.", (
-    Key("masquerade", Text(), "The interface whose address replaces the source.", required=True),
-    Key("source", Text(pattern=NETWORK_TEXT), "Only traffic from this prefix, e.g. 10.0.0.0/24; default: all."),
-))
+NAT = Obj("nat", "Masquerade (SNAT to the interface's own address) traffic leaving an interface, or forward a "
+          "port of the node to another address (DNAT).", (
+    Key("masquerade", Text(), "The interface whose address replaces the source."),
+    Key("source", Text(pattern=NETWORK_TEXT), "Masquerade only traffic from this prefix, e.g. 10.0.0.0/24; "
+        "default: all."),
+    Key("dnat", PORT, "A port forward: packets for this port of the node's own addresses get `to` as their "
+        "destination."),
+    Key("to", Text(pattern=VIP_TEXT), "DNAT: the new destination IP:PORT, e.g. 192.168.0.10:80."),
+    Key("in", Text(min_length=1), "DNAT: only packets arriving on this interface; default: any."),
+    Key("protocol", Text(enum=PROTOCOLS), "DNAT: tcp or udp.", default="tcp"),
+), any_of=("masquerade", "dnat"), not_both=("masquerade", "dnat"))
 APP = Obj("app", "A built-in server in the node.", (
     Key("type", Text(enum=APPS), "http answers every request with the node's name; echo sends back what it "
         "gets.", required=True),
@@ -218,7 +225,7 @@ NODE = Obj("node", "A host or router: one network namespace.", (
         "net.* sysctl key to value, set in this node's namespace, e.g. net.ipv4.conf.all.rp_filter: 1 "
         "(per-interface keys name one of the node's interfaces, 'all' or 'default').", nullable=True),
     Key("nat", Either((Ref("nat", doc="one rule"), List(Ref("nat"), doc="several rules"))),
-        "Source NAT (masquerade) out of an interface.", nullable=True),
+        "Source NAT (masquerade) out of an interface, and port forwards (DNAT).", nullable=True),
     Key("exec", List(COMMAND), "Commands run once when the lab is built (argv, never a shell).", nullable=True),
     Key("app", Either((Text(enum=APPS, doc="the app's type, with its defaults"), Ref("app"))),
         "A built-in server: http or echo, or {type, port, protocol}.", nullable=True),

@@ -190,6 +190,34 @@ class Masquerade(Action):
 
 
 @dataclass(frozen=True)
+class Dnat(Action):
+    """A port forward (nftables DNAT): packets for `port` of the node's own addresses, arriving on `iface`
+    (or any), get to_ip:to_port as their destination; conntrack restores the replies' source."""
+
+    protocol: str = "tcp"
+    port: int = 0
+    to_ip: str = ""
+    to_port: int = 0
+    iface: str | None = None
+
+    TABLE = Masquerade.TABLE
+    OWNER = Masquerade.OWNER
+
+    @property
+    def comment(self) -> str:
+        return f"nslab dnat {self.protocol} {self.iface or 'any'}:{self.port} {self.to_ip}:{self.to_port}"
+
+    def argvs(self):
+        nft = ["ip", "netns", "exec", self.ns, "nft"]
+        match = ["iifname", self.iface] if self.iface else []
+        return [nft + ["add", "table", "ip", self.TABLE, f'{{ comment "{self.OWNER}" ; }}'],
+                nft + ["add", "chain", "ip", self.TABLE, "prerouting",
+                       f'{{ type nat hook prerouting priority dstnat ; policy accept ; comment "{self.OWNER}" ; }}'],
+                nft + ["add", "rule", "ip", self.TABLE, "prerouting", *match, self.protocol, "dport", str(self.port),
+                       "dnat", "to", f"{self.to_ip}:{self.to_port}", "comment", f'"{self.comment}"']]
+
+
+@dataclass(frozen=True)
 class IpvsService(Action):
     protocol: str = "tcp"
     vip: str = ""

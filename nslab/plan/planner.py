@@ -4,7 +4,7 @@ from ..model import names
 from ..model.resolve import ResolvedLab
 from ..model.schema import Forward
 from . import keepalived
-from .actions import (AddAddress, AddBridge, AddNetns, AddRoute, AddTunnel, AddVeth, Exec, IpvsDest,
+from .actions import (AddAddress, AddBridge, AddNetns, AddRoute, AddTunnel, AddVeth, Dnat, Exec, IpvsDest,
                       IpvsService, Masquerade, StartApp, StartKeepalived, Sysctl)
 
 
@@ -81,6 +81,11 @@ def plan(rlab: ResolvedLab) -> list:
         for nat in node.nat:
             out.append(Masquerade(ns, out=nat.out, source=str(nat.source) if nat.source else None,
                                   reason=f"SNAT: packets leaving {node.name}:{nat.out} get its address as source"))
+        for f in node.dnat:
+            arriving = f" arriving on {f.iface}" if f.iface else ""
+            out.append(Dnat(ns, protocol=f.protocol, port=f.port, to_ip=str(f.to_ip), to_port=f.to_port, iface=f.iface,
+                            reason=f"DNAT (port forward): {f.protocol} port {f.port} of {node.name}{arriving} goes on "
+                            f"to {f.to_ip}:{f.to_port}; the replies get {node.name}'s address back as source"))
     out += _ipvs(rlab)
     out += _apps(rlab)
     out += _keepalived(rlab)

@@ -48,7 +48,7 @@ nodes:
       eth0: {peer: "router:eth2", address: 172.16.0.2/30}
       lo: {address: 10.9.0.1/24}
     gateway: 172.16.0.1
-    nat: [{masquerade: eth0}]
+    nat: [{masquerade: eth0}, {dnat: 8080, to: 10.0.0.11:80, in: eth0, protocol: tcp}]
   director:
     interfaces:
       eth0: {switch: lan, address: 10.0.0.2/24}
@@ -111,7 +111,7 @@ GOLDEN_REJECTED = ["unknown-key-typo", "line-breaks-unicode", "scheduler-unknown
                    "switch-empty", "mac-multicast", "mac-all-zero", "exec-nul", "route-dev-empty",
                    "sysctl-not-network", "sysctl-global", "expect-same-ip-not-bool",
                    "expect-traceroute-not-bool", "switch-settings-bad",
-                   "expect-connections-zero"]
+                   "expect-connections-zero", "dnat-bad"]
 
 # (what, replace this in FULL, with this)
 HAND_MADE = [
@@ -125,7 +125,9 @@ HAND_MADE = [
     ("weight range", "weight: 2", "weight: -1"),
     ("persistence type", "persistence: 300", "persistence: five minutes"),
     ("port range", "port: 8080}\n", "port: 70000}\n"),
-    ("nat without masquerade", "nat: [{masquerade: eth0}]", "nat: [{source: 10.0.0.0/24}]"),
+    ("nat without masquerade", "nat: [{masquerade: eth0}, ", "nat: [{source: 10.0.0.0/24}, "),
+    ("dnat without a port", "{dnat: 8080, to: 10.0.0.11:80,", "{dnat: http, to: 10.0.0.11:80,"),
+    ("masquerade and dnat", "{dnat: 8080, to: 10.0.0.11:80,", "{masquerade: eth0, dnat: 8080, to: 10.0.0.11:80,"),
     ("route without via or dev", "{to: 10.9.0.0/24, via: 172.16.0.2, dev: eth2}", "{to: 10.9.0.0/24}"),
     ("switch and peer", "eth0: {peer: \"router:eth2\",", "eth0: {switch: lan, peer: \"router:eth2\","),
     ("exec item", "exec: [\"ip addr show\", [ip, route]]", "exec: [\"ip addr show\", {ip: route}]"),
