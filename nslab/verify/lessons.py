@@ -51,3 +51,40 @@ def check_private_source(ctx) -> Result | None:
                   f"no route back to: {router} forwarded it out of {iface} without rewriting the source to its own "
                   f"address, so the answer never leaves {last.receiver}; fix: "
                   + reach.snat_fix(lab, router, iface, last.ip.src), [hop_line(h) for h in w.request])
+
+
+def check_dnat(ctx) -> Result | None:
+    """A port forward the request went through: destination rewritten on the way in (the server sees the
+    client's real address, the opposite of SNAT) and the reply's source restored on the way out. None when
+    the traffic did not go through one."""
+    w, lab = ctx.walk, ctx.net.lab
+    for f in lab.port_forwards:
+        came = next((h for h in w.request if h.receiver == f.router and h.ip.dst == str(f.address)
+                     and h.ip.dport == f.port), None)
+        sent = next((h for h in w.request if came and h.sender == f.router and h.frame.time > came.frame.time), None)
+        if came is None:
+            continue
+        ev = [hop_line(h) for h in w.packets]
+        if sent is None or (sent.ip.dst, sent.ip.dport) != (str(f.to_ip), f.to_port):
+            got = f"{sent.ip.dst}:{sent.ip.dport}" if sent else "nowhere"
+            return Result("dnat", False, f"{f.router} should forward {f.target} to {f.to_ip}:{f.to_port}, but sent it "
+                          f"on to {got}", ev)
+        src = came.ip.src
+        back = next((h for h in w.reply if h.sender == f.router), None)
+        if not w.reply:
+            server = w.request[-1].receiver
+            if lab.topology.has_node(server) and reach.lookup(lab, server, src) is None:
+                gw = lab.address_on(f.router, sent.frame.segment)
+                return Result("dnat", False, f"{server} got the request from {src}, the client's real address (DNAT "
+                              f"rewrites only the destination), but has no route back to it: its answer never "
+                              f"leaves {server}; fix: nodes.{server}.gateway: {gw}", ev)
+            return Result("dnat", False, f"{f.router} forwarded {f.target} to {f.to_ip}:{f.to_port}, but no reply "
+                          f"came back" + (f": {w.broke}" if w.broke else ""), ev)
+        if back is None or (back.ip.src, back.ip.sport) != (str(f.address), f.port):
+            got = f"{back.ip.src}:{back.ip.sport}" if back else "never passed it"
+            return Result("dnat", False, f"the reply from {f.to_ip}:{f.to_port} left {f.router} as {got}, not "
+                          f"{f.target}: the client would drop an answer from an address it never called", ev)
+        return Result("dnat", True, f"port forward: {f.router} rewrote destination {f.target} -> {f.to_ip}:"
+                      f"{f.to_port} on the way in (the server saw the client's own address {src}), and the reply's "
+                      f"source {f.to_ip}:{f.to_port} -> {f.target} on the way out", ev)
+    return None

@@ -57,10 +57,14 @@ def _service_target(svc: ServiceFacts) -> Target:
 
 def pick_target(lab: ResolvedLab, spec: str | None = None) -> Target:
     """A service name, IP:PORT, or a node name (where its app listens); default: the first service's VIP,
-    else the first node with an app. Raises UsageError."""
+    else the first port forward (DNAT), else the first node with an app. Raises UsageError."""
     if spec is None:
         if lab.services:
             return _service_target(lab.services[0])
+        forward = next((f for f in lab.port_forwards if f.address), None)
+        if forward:  # what the lab is about: reaching the inside server through the router
+            app = lab.app(forward.server) if forward.server else None
+            return Target(str(forward.address), forward.port, app.traffic if app else "http", node=forward.server)
         if not lab.apps:
             raise UsageError(f"lab '{lab.name}' has no service and no node with an app to send to")
         return _node_target(lab, lab.apps[0].node)

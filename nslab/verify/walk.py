@@ -279,6 +279,8 @@ def _note(prev: Hop, h: Hop, net: Net) -> str:
             parts.append(f"{net.title(who, 'director')} rewrote destination VIP {a.dst} -> RIP {b.dst} — NAT")
         elif net.topo.has_node(who) and net.topo.node(who).nat:
             parts.append(f"SNAT undone: {who} rewrote destination {a.dst} -> {b.dst}")
+        elif net.topo.has_node(who) and net.topo.node(who).dnat:
+            parts.append(f"DNAT (port forward): {who} rewrote destination {a.dst} -> {b.dst}")
         else:
             parts.append(f"{who} rewrote destination {a.dst} -> {b.dst}")
     if a.src != b.src:
@@ -287,6 +289,8 @@ def _note(prev: Hop, h: Hop, net: Net) -> str:
             parts.append(f"{net.title(who, 'director')} rewrote source RIP {a.src} -> VIP {b.src} — NAT")
         elif net.topo.has_node(who) and net.topo.node(who).nat:
             parts.append(f"SNAT: {who} rewrote source {a.src} -> {b.src}")
+        elif net.topo.has_node(who) and net.topo.node(who).dnat:
+            parts.append(f"DNAT undone: {who} rewrote source {a.src} -> {b.src}")
         else:
             parts.append(f"{who} rewrote source {a.src} -> {b.src}")
     if (a.sport, a.dport) != (b.sport, b.dport):

@@ -21,6 +21,7 @@ REASONS = {
     "broken/routing-nat": ("expect[0].same_ip", ["r1 changed the IP pair", "nodes.r1.nat"]),
     "broken/switch-hub": ("expect[0].switch_learning", ["lan kept flooding", "pc3, pc4", "ageing 0"]),
     "broken/ports-exhausted": ("expect[0].connections", ["EADDRNOTAVAIL", "40000-40009", "ports are a resource"]),
+    "broken/dnat-no-route-back": ("dnat", ["203.0.113.50", "no route back", "nodes.server.gateway: 192.168.0.1"]),
     "broken/icmp-routing-loop": ("expect[0].traceroute", ["routing loop", "r1, r2, r1, r2, r1", "TTL runs out"]),
 }
 
