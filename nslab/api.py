@@ -107,8 +107,6 @@ class PlanChanges:
 def plan_changes(topo: Topology) -> PlanChanges | None:
     """The difference `up` would make to the lab if it is up; None if it is down (or we aren't root: only
     root can read the kernel and /run/nslab). Changes nothing."""
-    from .kernel import apply as kapply
-    from .kernel.session import Session
     if os.geteuid() != 0:
         return None
     actions = plan(topo)
@@ -116,6 +114,8 @@ def plan_changes(topo: Topology) -> PlanChanges | None:
     with state.Journal(topo.name) as journal:
         if state.load(topo.name) is None and not journal.steps():
             return None
+        from .kernel import apply as kapply  # here: a lab that is down needs no kernel look
+        from .kernel.session import Session
         gone = [st for st in journal.steps() if st[0].identity() not in wanted]
         with Session(journalled=journal.latest()) as s:
             add = kapply.missing(s, actions)

@@ -6,10 +6,8 @@ import fcntl
 import json
 import os
 import shutil
-import tempfile
 
 from .model.names import RUN_DIR, check_name
-from .plan.actions import Action
 
 
 def lab_dir(lab: str) -> str:
@@ -44,6 +42,7 @@ def load(lab: str) -> dict | None:
 def save(lab: str, data: dict) -> None:
     """Write atomically, so a crash leaves the old state or the new one, never half."""
     path = ensure_dir(lab)
+    import tempfile  # here: validate and plan import this module and never write
     fd, tmp = tempfile.mkstemp(dir=path, prefix=".state-")
     with os.fdopen(fd, "w") as f:
         json.dump(data, f, indent=1, sort_keys=True)
@@ -109,6 +108,7 @@ class Journal:
             pass
 
     def _read(self, text: str) -> None:
+        from .plan.actions import Action  # here: validate imports this module and reads no journal
         self._lines += 1
         try:
             line = json.loads(text)
@@ -181,6 +181,7 @@ class Journal:
         if self._lines == len(self._live) or self._pending:
             return
         self.close()
+        import tempfile
         fd, tmp = tempfile.mkstemp(dir=os.path.dirname(self.path), prefix=".journal-")
         with os.fdopen(fd, "w") as f:
             f.write("".join(text for _, _, text in self._live.values()))
