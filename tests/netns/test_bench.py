@@ -36,3 +36,9 @@ def test_apps_throughput_small(run_bench):
 def test_vm_boot_small(run_bench):
     lines = run_bench("vm_boot.py", "--runs", "1", timeout=1200)
     assert re.fullmatch(rf"vm boot: nslab {NUM} s, vng {NUM} s, ratio {NUM}", lines[-1]), lines
+
+
+def test_cli_small(run_bench):
+    lines = run_bench("cli.py", "--small")
+    assert re.fullmatch(rf"cli CPU vs import pyroute2: --help {NUM}, validate {NUM}, plan {NUM}, graph {NUM}, "
+                        rf"down {NUM}", lines[-1]), lines
