@@ -39,3 +39,15 @@ class CheckFailed(NslabError):
     """A verification check failed."""
 
     exit_code = 1
+
+
+class StateError(NslabError):
+    """nslab's own state under /run/nslab is unsafe (a symlink, someone else's) or not what nslab wrote."""
+
+    exit_code = 3
+
+
+class LabBusy(NslabError):
+    """Another nslab run holds the lab's lock (its up or down is under way)."""
+
+    exit_code = 4

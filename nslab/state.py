@@ -1,13 +1,25 @@
-"""/run/nslab/<lab>/: what a lab is (state.json: its topology text and source), the journal of every step
-applied to the kernel (what exists, app pids, what to undo), and a lock."""
+"""/run/nslab/<lab>/: what a lab is (state.json: its topology text and source, its mark token), the journal of
+every step applied to the kernel (what exists, app pids, what to undo), and a lock that names its holder.
+
+nslab runs as root, so nothing here is followed or trusted blindly: /run/nslab and each lab's directory must
+be real directories owned by us (made 0700); a file is opened with O_NOFOLLOW and used only if it is a regular
+file of ours. Anything else in their place is refused with a StateError naming it, never followed.
+"""
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
 import shutil
+import stat
 
+from .errors import LabBusy, StateError
 from .model.names import RUN_DIR, check_name
+
+STATE = "state.json"
+JOURNAL = "journal"
+LOCK = ".lock"
 
 
 def lab_dir(lab: str) -> str:
@@ -15,28 +27,127 @@ def lab_dir(lab: str) -> str:
     return os.path.join(RUN_DIR, check_name(lab))
 
 
-def labs() -> list[str]:
-    """Labs with a state or a journal (an `up` killed before its first state still has the latter)."""
+def _refuse(path: str, what: str) -> StateError:
+    return StateError(f"{path} {what}; nslab refuses to use it (it could point anywhere on this machine). "
+                      f"Remove it (as root) and run the command again")
+
+
+def _open_dir(path: str, create: bool) -> None:
+    """Check that path is a real directory of ours, never through a symlink; tighten it to 0700."""
+    if create:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(path, 0o700)
     try:
-        return sorted(d for d in os.listdir(RUN_DIR)
-                      if any(os.path.isfile(os.path.join(RUN_DIR, d, f)) for f in ("state.json", "journal")))
-    except FileNotFoundError:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise _refuse(path, "is a symbolic link" if os.path.islink(path) else "is not a directory") from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if st.st_uid != os.geteuid():
+            raise _refuse(path, f"belongs to uid {st.st_uid}, not to uid {os.geteuid()} (nslab's)")
+        if stat.S_IMODE(st.st_mode) != 0o700:
+            os.fchmod(fd, 0o700)
+    finally:
+        os.close(fd)
+
+
+def _open_file(path: str, flags: int, mode: int = 0o600) -> int:
+    """An fd of path, opened without following a symlink, if it is a regular file of ours (StateError if not)."""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise _refuse(path, "is a symbolic link") from None
+        if e.errno == errno.EISDIR:
+            raise _refuse(path, "is a directory") from None
+        raise
+    st = os.fstat(fd)
+    problem = ("is not a regular file" if not stat.S_ISREG(st.st_mode) else
+               f"belongs to uid {st.st_uid}, not to uid {os.geteuid()} (nslab's)" if st.st_uid != os.geteuid()
+               else None)
+    if problem:
+        os.close(fd)
+        raise _refuse(path, problem)
+    return fd
+
+
+def read_file(path: str) -> bytes:
+    """The bytes of a state file (see _open_file); FileNotFoundError if there is none."""
+    fd = _open_file(path, os.O_RDONLY)
+    with os.fdopen(fd, "rb") as f:
+        return f.read()
+
+
+def labs() -> list[str]:
+    """Labs with a state or a journal (an `up` killed before its first state still has the latter).
+    Raises StateError if /run/nslab is unsafe."""
+    if not os.path.lexists(RUN_DIR):
         return []
+    _open_dir(RUN_DIR, create=False)
+    entries = os.listdir(RUN_DIR)
+    out = []
+    for d in entries:
+        path = os.path.join(RUN_DIR, d)
+        with contextlib.suppress(OSError):
+            if stat.S_ISDIR(os.lstat(path).st_mode) and any(
+                    stat.S_ISREG(os.lstat(os.path.join(path, f)).st_mode) for f in (STATE, JOURNAL)
+                    if os.path.lexists(os.path.join(path, f))):
+                out.append(d)
+    return sorted(out)
 
 
 def ensure_dir(lab: str) -> str:
-    os.makedirs(RUN_DIR, mode=0o700, exist_ok=True)
+    """The lab's state directory, made (0700, ours) if missing; StateError if it or /run/nslab is unsafe."""
     path = lab_dir(lab)
-    os.makedirs(path, mode=0o700, exist_ok=True)
+    _open_dir(RUN_DIR, create=True)
+    _open_dir(path, create=True)
     return path
 
 
+def check_dirs(lab: str) -> bool:
+    """Whether the lab has a state directory; StateError if it or /run/nslab is unsafe."""
+    path = lab_dir(lab)
+    for d in (RUN_DIR, path):
+        if not os.path.lexists(d):
+            return False
+        _open_dir(d, create=False)
+    return True
+
+
+def _valid(data) -> str | None:
+    """What is wrong with a state's content, or None."""
+    if not isinstance(data, dict):
+        return "not a JSON object"
+    for key, kind in (("lab", str), ("topology", str), ("namespaces", list), ("updated", (int, float))):
+        if not isinstance(data.get(key), kind):
+            return f"'{key}' missing or not a {kind.__name__ if isinstance(kind, type) else 'number'}"
+    if not isinstance(data.get("source"), (str, type(None))) or not isinstance(data.get("token", ""), str):
+        return "'source' or 'token' is not a string"
+    if not all(isinstance(n, str) for n in data["namespaces"]):
+        return "'namespaces' holds something other than names"
+    return None
+
+
 def load(lab: str) -> dict | None:
-    try:
-        with open(os.path.join(lab_dir(lab), "state.json")) as f:
-            return json.load(f)
-    except (FileNotFoundError, json.JSONDecodeError):
+    """The lab's state, or None if it has none. Raises StateError for one that is unsafe or not what nslab
+    wrote (garbage, truncated, hand-edited): `down` still works without it."""
+    if not check_dirs(lab):
         return None
+    path = os.path.join(lab_dir(lab), STATE)
+    try:
+        data = json.loads(read_file(path))
+    except FileNotFoundError:
+        return None
+    except ValueError as e:  # bad UTF-8 or bad JSON
+        problem = f"unreadable ({type(e).__name__})"
+    else:
+        problem = _valid(data)
+        if problem is None:
+            return data
+    raise StateError(f"{path}: not a state nslab wrote: {problem}. `nslab down {lab}` still removes the lab "
+                     "(from its journal and the marks on its namespaces); `nslab up` then builds it again")
 
 
 def save(lab: str, data: dict) -> None:
@@ -46,7 +157,11 @@ def save(lab: str, data: dict) -> None:
     fd, tmp = tempfile.mkstemp(dir=path, prefix=".state-")
     with os.fdopen(fd, "w") as f:
         json.dump(data, f, indent=1, sort_keys=True)
-    os.replace(tmp, os.path.join(path, "state.json"))
+    try:
+        os.replace(tmp, os.path.join(path, STATE))  # replaces a symlink itself, never its target
+    except IsADirectoryError:
+        os.unlink(tmp)
+        raise _refuse(os.path.join(path, STATE), "is a directory") from None
 
 
 def faults(lab: str) -> list[dict]:
@@ -62,18 +177,58 @@ def set_faults(lab: str, records: list[dict]) -> None:
 
 
 def remove(lab: str) -> None:
-    shutil.rmtree(lab_dir(lab), ignore_errors=True)
+    """Delete the lab's state directory (never through a symlink), and /run/nslab if no other lab is left."""
+    if check_dirs(lab):
+        shutil.rmtree(lab_dir(lab), ignore_errors=True)  # rmtree unlinks symlinks inside, never follows them
     with contextlib.suppress(OSError):
-        os.rmdir(RUN_DIR)  # only if no other lab is left
+        os.rmdir(RUN_DIR)
+
+
+def _holder(fd: int) -> str:
+    """Who holds the lock, as its holder wrote it: 'pid N (command)', if that process still runs."""
+    try:
+        pid, _, cmd = os.pread(fd, 4096, 0).decode(errors="replace").partition("\n")
+        if pid.isdigit() and os.path.exists(f"/proc/{pid}"):
+            return f"pid {pid} ({cmd.strip() or '?'})"
+    except OSError:
+        pass
+    return "another nslab run"
+
+
+def _command() -> str:
+    try:
+        with open("/proc/self/cmdline", "rb") as f:
+            words = f.read().rstrip(b"\0").split(b"\0")
+    except OSError:
+        return "?"
+    return " ".join(w.decode(errors="replace") for w in words)[:300]
 
 
 @contextlib.contextmanager
-def locked(lab: str):
-    """One up/down of a lab at a time (a second one waits)."""
-    path = ensure_dir(lab)
-    fd = os.open(os.path.join(path, ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+def locked(lab: str, wait: bool = False):
+    """One up/down of a lab at a time. A second one raises LabBusy at once, naming the holder's pid and
+    command; with wait=True it waits for the lock instead."""
+    while True:
+        path = os.path.join(ensure_dir(lab), LOCK)
+        fd = _open_file(path, os.O_RDWR | os.O_CREAT)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            holder = _holder(fd)
+            os.close(fd)
+            raise LabBusy(f"lab '{lab}' is busy: {holder} is working on it. Try again when it is done, or "
+                          "add --wait to wait for it") from None
+        except BaseException:
+            os.close(fd)
+            raise
+        # A down that held the lock removes the lab's directory with it: then lock the file there now.
+        with contextlib.suppress(FileNotFoundError):
+            if (os.fstat(fd).st_ino, os.fstat(fd).st_dev) == (os.lstat(path).st_ino, os.lstat(path).st_dev):
+                break
+        os.close(fd)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n{_command()}\n".encode(), 0)
         yield
     finally:
         os.close(fd)
@@ -94,18 +249,19 @@ class Journal:
     """
 
     def __init__(self, lab: str):
-        self.path = os.path.join(lab_dir(lab), "journal")
+        self.lab = lab
+        self.path = os.path.join(lab_dir(lab), JOURNAL)
         self._fd = None
         self._live = {}  # line number -> (action, undo data, line text): the steps not undone, in order
         self._by_identity = {}  # identity -> line numbers of its live steps
         self._pending = {}  # identity -> action begun and never finished
         self._lines = 0
         try:
-            with open(self.path) as f:
-                for text in f:
-                    self._read(text)
+            data = read_file(self.path) if check_dirs(lab) else b""
         except FileNotFoundError:
-            pass
+            data = b""
+        for raw in data.splitlines(keepends=True):
+            self._read(raw.decode(errors="replace"))
 
     def _read(self, text: str) -> None:
         from .plan.actions import Action  # here: validate imports this module and reads no journal
@@ -113,9 +269,12 @@ class Journal:
         try:
             line = json.loads(text)
             action = Action.rebuild(line.get("do") or line.get("doing") or line["undone"])
-        except (ValueError, KeyError, TypeError):
-            # The last line of a run killed while writing it, or a kind this version doesn't know: what it
-            # made is left to the mark-based sweep of the lab's namespaces.
+            action.identity()
+            if not self._ours(action):
+                return
+        except (ValueError, KeyError, TypeError, AttributeError):
+            # The last line of a run killed while writing it, a kind this version doesn't know, or a line
+            # nslab never wrote: what it made is left to the mark-based sweep of the lab's namespaces.
             return
         if "do" in line:
             self._add(action, line.get("undo"), text)
@@ -123,6 +282,11 @@ class Journal:
             self._pending[action.identity()] = action
         else:
             self._drop(action.identity())
+
+    def _ours(self, action) -> bool:
+        """Only steps inside this lab's own namespaces are ever undone, whatever a line says."""
+        return all(isinstance(ns, str) and ns.startswith(self.lab + "-")
+                   for ns in (action.ns, getattr(action, "peer_ns", action.ns)))
 
     def _add(self, action, undo, text):
         ident = action.identity()
@@ -148,7 +312,7 @@ class Journal:
 
     def _write(self, texts: list[str]) -> None:
         if self._fd is None:
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            self._fd = _open_file(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         os.write(self._fd, "".join(texts).encode())
 
     def done(self, steps) -> None:
