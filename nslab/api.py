@@ -59,13 +59,14 @@ class UpResult:
     removed: list = field(default_factory=list)  # journalled actions undone: the file no longer has them
 
 
-def up(topo: Topology, progress=None) -> UpResult:
+def up(topo: Topology, progress=None, wait: bool = False) -> UpResult:
     """Build the lab, or bring a running one in line with the topology: remove what nslab made that the
     topology no longer has (newest first, from the journal), then apply every step not in place. A
     second call changes nothing.
 
     Raises EnvironmentMissing (no root, no IPVS) before creating anything, KernelError
-    (after undoing this run's changes) when a kernel step fails.
+    (after undoing this run's changes) when a kernel step fails, LabBusy when another run holds the lab
+    (unless wait=True: then it waits), StateError when the lab's state is unsafe or not nslab's.
     """
     from .kernel import apply as kapply
     from .kernel.session import Session
@@ -74,10 +75,11 @@ def up(topo: Topology, progress=None) -> UpResult:
     actions = plan(topo)
     wanted = {a.identity() for a in actions}
     started = time.monotonic()
-    with state.locked(topo.name):
+    with state.locked(topo.name, wait):
         before = state.load(topo.name)
         with state.Journal(topo.name) as journal, \
                 Session(run_dir=state.lab_dir(topo.name), journalled=journal.latest()) as s:
+            s.token = _lab_token(s, topo.name, before, journal)
             try:
                 kapply.finish_unfinished(s, journal)
                 removed = kapply.undo(s, [st for st in journal.steps() if st[0].identity() not in wanted], journal)
@@ -91,8 +93,31 @@ def up(topo: Topology, progress=None) -> UpResult:
         state.save(topo.name, {
             "lab": topo.name, "source": os.path.abspath(topo.source) if topo.source != "<string>" else None,
             "topology": topo.text, "namespaces": [a.ns for a in actions if type(a).__name__ == "AddNetns"],
-            "updated": time.time()})
+            "token": s.token, "updated": time.time()})
     return UpResult(topo.name, changed, len(actions), time.monotonic() - started, removed)
+
+
+def _known_token(st: dict | None, journal) -> str | None:
+    """The lab's mark token as its state or journal recorded it; None if neither does (lost, or a lab from
+    before tokens)."""
+    if st and "token" in st:
+        return st["token"]
+    tokens = [u for a, u in journal.steps() if type(a).__name__ == "AddNetns" and isinstance(u, str)]
+    return tokens[-1] if tokens else None
+
+
+def _lab_token(session, lab: str, st: dict | None, journal) -> str:
+    """The token `up` marks the lab's namespaces with: the one recorded, else the one its namespaces carry
+    (the fabric's first: the state was lost), else a new one for a new lab."""
+    from .kernel import observe
+    known = _known_token(st, journal)
+    if known is not None:
+        return known
+    found = observe.owned_namespaces(session, lab)
+    fabric = found.get(names.fabric_ns(lab))
+    if fabric or found:
+        return (fabric or next(iter(found.values()))).token
+    return names.new_token()
 
 
 @dataclass
@@ -112,12 +137,14 @@ def plan_changes(topo: Topology) -> PlanChanges | None:
     actions = plan(topo)
     wanted = {a.identity() for a in actions}
     with state.Journal(topo.name) as journal:
-        if state.load(topo.name) is None and not journal.steps():
+        st = state.load(topo.name)
+        if st is None and not journal.steps():
             return None
         from .kernel import apply as kapply  # here: a lab that is down needs no kernel look
         from .kernel.session import Session
-        gone = [st for st in journal.steps() if st[0].identity() not in wanted]
+        gone = [step for step in journal.steps() if step[0].identity() not in wanted]
         with Session(journalled=journal.latest()) as s:
+            s.token = _lab_token(s, topo.name, st, journal)
             add = kapply.missing(s, actions)
     return PlanChanges(topo.name, add, kapply.objects(a for a, _ in kapply.to_undo(gone)), len(actions))
 
@@ -130,33 +157,39 @@ class DownResult:
     seconds: float = 0.0
 
 
-def down(lab: str) -> DownResult:
+def down(lab: str, wait: bool = False) -> DownResult:
     """Remove every trace of a lab: its processes, namespaces and state.
 
     Undoes what the journal says was done, newest first (deleting a namespace takes all in it), then
-    sweeps what is left by name: a namespace is deleted only if it carries this lab's mark, so this
-    works without journal or state too (after a crash, or a kill -9 of `up`). Raises UsageError if
-    nothing of the lab exists.
+    sweeps what is left by name: a namespace is deleted only if it carries this lab's mark (with the token
+    its state or journal recorded, if any), so this works without journal or state too (after a crash, a
+    kill -9 of `up`, a state file that is garbage). Every process inside the lab's namespaces is ended,
+    whoever started it. Raises UsageError if nothing of the lab exists, LabBusy if another run holds it
+    (unless wait=True), StateError if its state directory is unsafe (a symlink, someone else's).
     """
+    from .errors import StateError
     from .kernel import apply as kapply
     from .kernel import netns, observe, procs
     from .kernel.session import Session
     model.check_name(lab)
     require_root()
     started = time.monotonic()
-    had_state = state.load(lab) is not None
-    with state.locked(lab):
+    with state.locked(lab, wait):
+        try:
+            st = state.load(lab)
+        except StateError:
+            st = {}  # garbage: the journal and the marks still say what to remove
         with state.Journal(lab) as journal, Session() as s:
             steps, pending = journal.steps(), journal.pending()
-            marked = observe.owned_namespaces(s, lab)
+            marked = observe.owned_namespaces(s, lab, _known_token(st, journal))
             s.marks.update({ns: names.mark(*owner) for ns, owner in marked.items()})  # read just now
             owned = sorted(marked)
-            if not owned and not had_state and not steps and not pending:
+            if not owned and st is None and not steps and not pending:
                 state.remove(lab)
                 raise UsageError(f"no lab named '{lab}' is up (see `nslab status`)")
             candidates = set(owned) | {a.ns for a, _ in steps if type(a).__name__ == "AddNetns"} | {
                 a.ns for a in pending}
-            existed = sorted(n for n in candidates if netns.exists(n))
+            existed = sorted(n for n in candidates if netns.taken(n))
             ended = procs.end_all(owned)  # one pass over /proc for the whole lab, not one per namespace
             s.emptied.update(owned)
             kapply.finish_unfinished(s, journal)
@@ -167,8 +200,24 @@ def down(lab: str) -> DownResult:
                     s.forget(ns)
                     netns.delete(ns)
         state.remove(lab)
-    gone = [n for n in existed if not netns.exists(n)]
+    gone = [n for n in existed if not netns.taken(n)]
     return DownResult(lab, gone, ended, time.monotonic() - started)
+
+
+def down_all(wait: bool = False) -> tuple[list, list]:
+    """Take down every nslab lab on this machine (each found by its state or by the marks on its
+    namespaces), and nothing else. Returns (DownResults, LabBusy errors of the labs another run holds: they
+    are left as they are unless wait=True)."""
+    from .errors import LabBusy
+    results, busy = [], []
+    for lab in labs():
+        try:
+            results.append(down(lab, wait))
+        except UsageError:  # gone meanwhile (another down)
+            continue
+        except LabBusy as e:
+            busy.append(e)
+    return results, busy
 
 
 def lab_name(arg: str) -> str:
@@ -183,7 +232,7 @@ def labs() -> list[str]:
     from .kernel import observe
     from .kernel.session import Session
     with Session() as s:
-        found = {owner[0] for owner in observe.owned_namespaces(s).values()}
+        found = {owner.lab for owner in observe.owned_namespaces(s).values()}
     return sorted(found | set(state.labs()))
 
 
@@ -196,7 +245,10 @@ def topology_of(lab: str) -> Topology:
     """The topology a running lab was built from (kept in its state). Raises UsageError."""
     model.check_name(lab)
     st = state.load(lab)
-    if not st or not st.get("topology"):
+    if not st:
+        if lab in labs():
+            raise UsageError(f"lab '{lab}' has namespaces but no state (lost, or an `up` was killed): "
+                             f"`nslab down {lab}` removes it, then `nslab up` builds it again")
         raise UsageError(f"no lab named '{lab}' is up (see `nslab status`)")
     from dataclasses import replace
     topo = model.loads(st["topology"], st.get("source") or f"{lab} (from its state)")
@@ -226,7 +278,8 @@ def status(lab: str, connections: bool = False, settle: bool = True) -> dict:
                 entry["interfaces"] = [i for i in observe.interfaces(s, ns) if i["name"] in declared or
                                        (i["name"] == "lo" and len(i["addresses"]) > 1) or
                                        (i["name"] not in ("lo",) and (i["up"] or i["addresses"]))]
-            entry["apps"] = [{k: v for k, v in p.items() if k != "action"} for p in procs.recorded_processes(steps, ns)]
+            entry["apps"] = [{k: v for k, v in p.items() if k != "action"}
+                             for p in procs.recorded_processes(steps, ns, state.lab_dir(lab))]
             entry["faults"] = [f for f in faults if f["node"] == node.name]
             out["nodes"].append(entry)
         out["services"] = [_service_status(s, topo, svc, connections, settle) for svc in topo.services]
@@ -509,11 +562,11 @@ class Lab:
             self.topo = replace(self.topo, name=model.check_name(name))
         self.name = self.topo.name
 
-    def up(self, progress=None) -> UpResult:
-        return up(self.topo, progress)
+    def up(self, progress=None, wait: bool = False) -> UpResult:
+        return up(self.topo, progress, wait)
 
-    def down(self) -> DownResult:
-        return down(self.name)
+    def down(self, wait: bool = False) -> DownResult:
+        return down(self.name, wait)
 
     def run(self, node: str, argv, check=False, capture=True, timeout=60, **kw) -> subprocess.CompletedProcess:
         return run(self.name, node, argv, check=check, capture_output=capture, text=True, timeout=timeout, **kw)

@@ -1,6 +1,7 @@
 """The `nslab` command: a thin layer over nslab.api; the only place that prints for humans and sets exit codes.
 
-Exit codes: 0 ok, 1 a check or kernel step failed, 2 bad input or usage, 3 the environment lacks something.
+Exit codes: 0 ok, 1 a check or kernel step failed, 2 bad input or usage, 3 the environment lacks something
+(or nslab's state under /run/nslab is unsafe), 4 the lab is busy (another up or down holds it; --wait waits).
 """
 
 import argparse
@@ -42,7 +43,8 @@ examples:
   sudo nslab down routing                      remove every trace of it
   sudo nslab vm -- nslab verify topologies/dr.yaml   LVS in a VM whose kernel has IPVS
 
-exit codes: 0 ok, 1 a check failed, 2 bad input or usage, 3 the environment lacks something
+exit codes: 0 ok, 1 a check failed, 2 bad input or usage, 3 the environment lacks something (or nslab's
+state under /run/nslab is unsafe), 4 the lab is busy: another up or down holds it (--wait waits for it)
 """
 
 
@@ -86,9 +88,14 @@ def build_parser():
     sp.add_argument("file", help="topology YAML, e.g. topologies/routing.yaml")
     sp.add_argument("--name", help="run under another lab name (two copies of one file side by side)")
     sp.add_argument("-q", "--quiet", action="store_true", help="no progress and no summary")
+    sp.add_argument("--wait", action="store_true", help="if another up or down holds the lab, wait for it "
+                    "(default: say who holds it and exit 4)")
 
     sp = cmd("down", cmd_down, "remove a lab: its processes, namespaces and state (works without the state)")
-    sp.add_argument("lab", help="lab name or topology file")
+    sp.add_argument("lab", nargs="?", help="lab name or topology file")
+    sp.add_argument("--all", action="store_true", help="remove every nslab lab on this machine (and nothing else)")
+    sp.add_argument("--wait", action="store_true", help="if another up or down holds the lab, wait for it "
+                    "(default: say who holds it and exit 4)")
 
     sp = cmd("status", cmd_status, "list labs, or show one lab's nodes, interfaces, addresses and MACs")
     sp.add_argument("lab", nargs="?", help="lab name or topology file")
@@ -171,7 +178,7 @@ def _progress_printer(quiet):
 def cmd_up(args):
     topo = api.load_topology(args.file)
     lab = api.Lab(topo, name=args.name)
-    result = lab.up(progress=_progress_printer(args.quiet))
+    result = lab.up(progress=_progress_printer(args.quiet), wait=args.wait)
     if args.quiet:
         return 0
     done = "built" if result.changed or result.removed else "already up, nothing changed"
@@ -202,10 +209,17 @@ def _next_steps(topo, lab):
 
 
 def cmd_down(args):
-    result = api.down(api.lab_name(args.lab))
-    print(f"lab '{result.lab}' removed: {len(result.namespaces)} namespaces, {result.processes} processes ended, "
-          f"in {result.seconds:.2f} s")
-    return 0
+    if args.all == bool(args.lab):
+        raise api.UsageError("name one lab, or give --all for every nslab lab on this machine")
+    results, busy = api.down_all(args.wait) if args.all else ([api.down(api.lab_name(args.lab), args.wait)], [])
+    for result in results:
+        print(f"lab '{result.lab}' removed: {len(result.namespaces)} namespaces, {result.processes} processes "
+              f"ended, in {result.seconds:.2f} s")
+    if args.all and not results and not busy:
+        print("no labs are up")
+    for e in busy:
+        print(f"nslab: {e}", file=sys.stderr)
+    return busy[0].exit_code if busy else 0
 
 
 def _table(rows, indent="", left=None):
@@ -222,8 +236,8 @@ def _print_nodes(st):
             rows.append((node["name"], i["name"] + (f"@{i['master']}" if i["master"] else ""),
                          ",".join(i["addresses"]) or "-", i["mac"] or "-", "up" if i["up"] else "DOWN"))
         for app in node["apps"]:
-            rows.append((node["name"], "app", app["kind"] + (f" :{app['port']}" if app["port"] else ""), f"pid {app['pid']}",
-                         "running" if app["running"] else "STOPPED"))
+            rows.append((node["name"], "app", app["kind"] + (f" :{app['port']}" if app["port"] else ""),
+                         f"pid {app['pid']}", "running" if app["running"] else _dead(app.get("exit_status"))))
         for fault in node.get("faults", []):  # what `nslab fail` stopped: no longer in the journal
             for p in fault["processes"]:
                 fields = p["action"]["fields"]
@@ -231,6 +245,19 @@ def _print_nodes(st):
                 rows.append((node["name"], "app" if "port" in fields else "process", what, f"pid {p['pid']}",
                              "FAILED (nslab fail)"))
     _table(rows)
+
+
+def _dead(status):
+    """How a dead app ended, from the exit status its watcher recorded (128+N: killed by signal N)."""
+    if status is None:
+        return "DEAD (exit status unknown)"
+    if status > 128:
+        import signal
+        try:
+            return f"DEAD (killed by {signal.Signals(status - 128).name})"
+        except ValueError:
+            pass
+    return f"DEAD (exit status {status})"
 
 
 def cmd_status(args):

@@ -66,8 +66,10 @@ def apply(session, plan, progress=None, journal=None) -> list:
                 journal.doing(todo[0])
             try:
                 undos = ex.do_many(session, todo) if len(todo) > 1 else [ex.do(session, todo[0])]
-            except BaseException:
-                if first:  # do() failed whole, making nothing: the step it began is over
+            except BaseException as cut:
+                if first:  # whatever a do() cut short (Ctrl-C) left goes, then the step it began is over
+                    if not isinstance(cut, FileExistsError):  # that name is someone else's: nothing made
+                        ex.undo_unfinished(session, todo[0])
                     journal.undone([todo[0]])
                 raise
             done = list(zip(todo, undos))

@@ -1,6 +1,7 @@
 """keepalived as a lab process: its config written, started in a director's namespace, ended exactly."""
 
 import os
+import stat
 import subprocess
 import time
 
@@ -15,9 +16,10 @@ def read_pids(paths) -> list[int]:
     """The pids keepalived's pid files (parent, vrrp, checkers) name, of those that exist."""
     out = []
     for path in paths:
-        try:
-            with open(path) as f:
-                out.append(int(f.read().split()[0]))
+        try:  # never through a symlink, and only a file of ours: a pid we signal must be one keepalived wrote
+            with open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)) as f:
+                if os.fstat(f.fileno()).st_uid == os.geteuid() and stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                    out.append(int(f.read().split()[0]))
         except (OSError, ValueError, IndexError):
             pass
     return out
@@ -36,12 +38,13 @@ def start(run_dir: str, action) -> int:
     for path in action.pids:  # a pid file of an earlier run would look like readiness
         if os.path.exists(path):
             os.unlink(path)
-    with open(action.conf, "w") as f:
+    with open(os.open(action.conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600),
+              "w") as f:
         f.write(action.config)
     log_path = os.path.join(run_dir, f"{action.node}-keepalived.log")
     try:
         # A session of its own: it outlives `nslab up` and is not hit by its Ctrl-C.
-        with netns.child_enters(action.ns, new_session=True) as enter, open(log_path, "ab") as log:
+        with netns.child_enters(action.ns, new_session=True) as enter, procs.open_log(log_path) as log:
             proc = subprocess.Popen(action.keepalived_argv(), stdin=subprocess.DEVNULL, stdout=log,
                                     stderr=subprocess.STDOUT, preexec_fn=enter, close_fds=True)
     except FileNotFoundError:
@@ -55,7 +58,7 @@ def start(run_dir: str, action) -> int:
         if all(os.path.exists(p) for p in wanted) and len(read_pids(action.pids)) == len(wanted) + 1:
             return proc.pid
         time.sleep(0.05)
-    procs.end([proc.pid, *read_pids(action.pids)], grace=STOP_GRACE)
+    procs.end([proc.pid, *read_pids(action.pids)], action.ns, grace=STOP_GRACE)
     raise KernelError(f"keepalived in {action.ns} did not start within {READY_TIMEOUT} s: {procs.tail(log_path)}")
 
 
@@ -78,8 +81,7 @@ class KeepalivedExecutor:
     @staticmethod
     def undo(s, a, pid):
         if netns.exists(a.ns):
-            alive = [p for p in [pid, *read_pids(a.pids)] if p and procs.alive_in(p, a.ns)]
-            procs.end(alive, grace=STOP_GRACE)
+            procs.end([pid, *read_pids(a.pids)], a.ns, grace=STOP_GRACE)
         for path in (a.conf, *a.pids):
             if os.path.exists(path):
                 os.unlink(path)

@@ -19,21 +19,35 @@ def read_mark(s, ns: str) -> str | None:
     return s.marks[ns]
 
 
+def _marked(s, a, token=None) -> str:
+    """The mark a namespace of this lab carries: the plan's mark with the lab's token (the session's unless
+    given: a journalled step's own)."""
+    token = s.token if token is None else token
+    return a.mark + (f":{token}" if token else "")
+
+
 class NetnsExecutor:
-    """Undo data: None. journal_first: apply journals the step before do(), since a kill between creating
-    the namespace and marking it would leave one that nothing names and no mark proves ours; the next up or
-    down then calls undo_unfinished()."""
+    """Undo data: the lab's token, part of the mark undo must find before it deletes anything. journal_first:
+    apply journals the step before do(), since a kill between creating the namespace and marking it would
+    leave one that nothing names and no mark proves ours; the next up or down then calls undo_unfinished()."""
 
     journal_first = True
 
     @staticmethod
     def done(s, a):
-        if not netns.exists(a.ns):
+        if not netns.taken(a.ns):
             return False
-        mark = read_mark(s, a.ns)
-        if mark != a.mark:
+        if not netns.exists(a.ns):
+            if a.identity() in s.journalled:
+                return False  # only the name file of one we made is left: do() replaces it
+            raise KernelError(f"/run/netns/{a.ns} is there but holds no namespace (left by something killed "
+                              "while making or deleting one?); nslab removes only what its journal or its mark "
+                              f"proves it made: `ip netns delete {a.ns}` removes it")
+        mark, wanted = read_mark(s, a.ns), _marked(s, a)
+        if mark != wanted:
             owner = names.parse_mark(mark)
-            whose = f"lab '{owner[0]}'" if owner else "something other than nslab"
+            whose = (f"lab '{owner.lab}'" + (" (another copy: its token differs)" if owner.lab == names.parse_mark(
+                     a.mark).lab else "") if owner else "something other than nslab")
             raise KernelError(f"network namespace '{a.ns}' already exists and belongs to {whose}; "
                               "nslab never adopts or deletes a namespace it did not create "
                               "(rename the lab or the node)")
@@ -41,39 +55,48 @@ class NetnsExecutor:
 
     @staticmethod
     def do(s, a):
+        if netns.taken(a.ns) and not netns.exists(a.ns) and a.identity() in s.journalled:
+            netns.delete(a.ns)  # the name file our own earlier run left (its journal says so)
         netns.create(a.ns)  # FileExistsError if the name is taken: nothing made
         try:
-            s.ipr(a.ns).link("set", index=1, ifalias=a.mark, state="up")
+            s.ipr(a.ns).link("set", index=1, ifalias=_marked(s, a), state="up")
         except BaseException:  # all or nothing: never leave a namespace without its mark
             s.forget(a.ns)
             netns.delete(a.ns)
             raise
         s.fresh.add(a.ns)
-        s.marks[a.ns] = a.mark
+        s.marks[a.ns] = _marked(s, a)
+        return s.token
 
     @staticmethod
-    def undo(s, a, undo_data):
+    def undo(s, a, token):
         """End what runs in the namespace and delete it, if it still carries this lab's mark."""
-        NetnsExecutor._delete(s, a, unmarked_too=False)
+        wanted = _marked(s, a, token or "")
+        NetnsExecutor._delete(s, a, lambda mark: mark == wanted)
 
     @staticmethod
     def undo_unfinished(s, a):
         """Undo a do() that was cut short: the namespace may have no mark yet, or be only the name file
-        netns.create makes before it mounts one (create() refuses a name that exists, so it is ours)."""
-        NetnsExecutor._delete(s, a, unmarked_too=True)
+        netns.create makes before it mounts one (create() refuses a name that exists, so it is ours); its
+        token may be one the killed run made up and never recorded."""
+        role = names.parse_mark(a.mark)[:2]
+        NetnsExecutor._delete(s, a, lambda mark: not mark or (names.parse_mark(mark) or ())[:2] == role)
 
     @staticmethod
-    def _delete(s, a, unmarked_too: bool):
-        if not netns.exists(a.ns):
+    def _delete(s, a, ours):
+        """Delete the namespace if ours(its mark); the bare name file of one (the journal's step proves it
+        ours, and it holds nothing)."""
+        if not netns.taken(a.ns):
             return
-        try:
-            mark = read_mark(s, a.ns)
-        except OSError:  # not a namespace (yet)
-            mark = None
-        if mark != a.mark and not (unmarked_too and not mark):
-            return  # not ours (any more): never delete it
-        if a.ns not in s.emptied:
-            procs.end_all([a.ns])
+        if netns.exists(a.ns):
+            try:
+                mark = read_mark(s, a.ns)
+            except OSError:
+                mark = None
+            if not ours(mark):
+                return  # not ours (any more): never delete it
+            if a.ns not in s.emptied:
+                procs.end_all([a.ns])
         s.forget(a.ns)
         netns.delete(a.ns)
 

@@ -40,8 +40,19 @@ def path(name: str) -> str:
     return os.path.join(NETNS_RUN_DIR, name)
 
 
+def taken(name: str) -> bool:
+    """The name is taken in /run/netns: by a namespace, or by a leftover file (see exists)."""
+    return os.path.lexists(path(name))
+
+
 def exists(name: str) -> bool:
-    return os.path.exists(path(name))
+    """The name holds a mounted namespace, not just the empty file `ip netns add` and create() make before
+    mounting one (a run killed in that gap, or between unmount and unlink, leaves only the file)."""
+    try:
+        st = os.stat(path(name))
+        return st.st_dev == os.stat("/proc/self/ns/net").st_dev  # every namespace lives on the one nsfs
+    except OSError:
+        return False
 
 
 def list_names() -> list[str]:
@@ -69,12 +80,17 @@ def _ensure_run_dir() -> None:
 
 
 def create(name: str) -> None:
-    """Create the named namespace. Raises FileExistsError if the name is taken."""
+    """Create the named namespace. Raises FileExistsError if the name is taken.
+
+    The name file exists before the namespace is mounted on it. Whatever interrupts us (a Ctrl-C while the
+    worker thread unshares and mounts) first lets the worker finish, then the name goes again, so a raise
+    leaves nothing behind. (A second Ctrl-C inside that cleanup, or a kill -9, is for the caller's journal:
+    see NetnsExecutor and apply.)"""
     with _lock:
         _ensure_run_dir()
         target = path(name)
-        fd = os.open(target, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0)
-        os.close(fd)
+        if os.path.lexists(target):
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), target)
         err = []
 
         def worker():
@@ -87,12 +103,20 @@ def create(name: str) -> None:
                 err.append(e)
 
         t = threading.Thread(target=worker, name=f"netns-create-{name}")
-        t.start()
-        t.join()
-        if err:
-            with contextlib.suppress(OSError):
-                os.unlink(target)
-            raise err[0]
+        try:
+            os.close(os.open(target, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
+            t.start()
+            t.join()
+            if err:
+                raise err[0]
+        except FileExistsError:
+            raise  # someone else's, made since our look: nothing of ours to remove
+        except BaseException:
+            while t.is_alive():  # it may mount yet: wait, then remove what it made
+                with contextlib.suppress(BaseException):
+                    t.join()
+            delete(name)
+            raise
 
 
 def delete(name: str) -> None:
@@ -143,26 +167,39 @@ def entered(name: str):
         os.close(home)
 
 
-def pids_inside(names) -> dict[str, list[int]]:
-    """Pids of every process whose network namespace is one of the named ones."""
-    wanted = {}
+def identities(names) -> dict[tuple, str]:
+    """(st_dev, st_ino) -> name of each named namespace that exists: a namespace's identity, whatever its name."""
+    out = {}
     for n in names:
         with contextlib.suppress(FileNotFoundError):
             st = os.stat(path(n))
-            wanted[(st.st_dev, st.st_ino)] = n
-    found = {n: [] for n in wanted.values()}
-    if not wanted:
-        return found
+            out[(st.st_dev, st.st_ino)] = n
+    return out
+
+
+def _scan():
+    """(pid, namespace identity) of every process we can see."""
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            st = os.stat(f"/proc/{entry}/ns/net")
-        except OSError:
-            continue
-        name = wanted.get((st.st_dev, st.st_ino))
-        if name:
-            found[name].append(int(entry))
+        if entry.isdigit():
+            try:
+                st = os.stat(f"/proc/{entry}/ns/net")
+            except OSError:
+                continue
+            yield int(entry), (st.st_dev, st.st_ino)
+
+
+def pids_with(wanted) -> list[int]:
+    """Pids of every process whose network namespace has one of the (st_dev, st_ino) identities."""
+    return [pid for pid, ident in _scan() if ident in wanted] if wanted else []
+
+
+def pids_inside(names) -> dict[str, list[int]]:
+    """Pids of every process whose network namespace is one of the named ones."""
+    wanted = identities(names)
+    found = {n: [] for n in wanted.values()}
+    for pid, ident in _scan() if wanted else ():
+        if ident in wanted:
+            found[wanted[ident]].append(pid)
     return found
 
 

@@ -4,21 +4,21 @@ from ..model import names
 from . import netns
 
 
-def owned_namespaces(session, lab: str | None = None) -> dict[str, tuple[str, str]]:
-    """namespace -> (lab, role) for every namespace carrying an nslab mark (of `lab` if given)."""
+def owned_namespaces(session, lab: str | None = None, token: str | None = None) -> dict[str, names.Owner]:
+    """namespace -> Owner for every namespace carrying an nslab mark (of `lab`, and with `token`, if given)."""
     out = {}
     for ns in netns.list_names():
         if lab and not ns.startswith(lab + "-"):
             continue
         try:
-            if netns.is_host(ns):
+            if not netns.exists(ns) or netns.is_host(ns):
                 continue
             links = session.ipr(ns).get_links(1)
         except OSError:
-            continue  # a stale /run/netns entry: not ours to judge
+            continue  # gone meanwhile, or a stale /run/netns entry: not ours to judge
         owner = names.parse_mark(links[0].get("ifalias") if links else None)
-        if owner and (lab is None or owner[0] == lab) and ns == (
-                names.fabric_ns(owner[0]) if owner[1] == "fabric" else names.node_ns(*owner)):
+        if owner and (lab is None or owner.lab == lab) and (token is None or owner.token == token) and ns == (
+                names.fabric_ns(owner.lab) if owner.role == "fabric" else names.node_ns(owner.lab, owner.role)):
             out[ns] = owner
     return out
 

@@ -1,5 +1,6 @@
 """Processes inside a lab: built-in apps, start-up commands, and ending everything in a namespace."""
 
+import contextlib
 import os
 import select
 import signal
@@ -12,27 +13,85 @@ from . import netns
 APP_READY_TIMEOUT = 120  # seconds; Python inside an emulated VM starts 20-50x slower
 
 
+# The app runs under a small sh that waits for it and writes its exit status next to its log, so `status`
+# can say how a dead app ended (nslab itself has long exited by then). The app is the sh's only child.
+_WATCHER = '"$@" & wait $!; echo $? >"$0"'
+
+
+def exit_path(log_path: str) -> str:
+    return log_path.rsplit(".", 1)[0] + ".exit"
+
+
 def spawn(ns: str, argv, log_path: str, ready_timeout=APP_READY_TIMEOUT) -> int:
-    """Start argv inside ns in the background; wait until it writes 'ready' to its --ready-fd."""
+    """Start argv inside ns in the background; wait until it writes 'ready' to its --ready-fd; return its pid.
+    Its exit status goes to exit_path(log_path) when it ends."""
     rfd, wfd = os.pipe()
+    exit_file = exit_path(log_path)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(exit_file)
+    pid = None
     try:
         # A session of its own: apps outlive `nslab up` and are not hit by its Ctrl-C.
-        with netns.child_enters(ns, new_session=True) as enter, open(log_path, "ab") as log:
-            proc = subprocess.Popen([*argv, "--ready-fd", str(wfd)], stdin=subprocess.DEVNULL, stdout=log,
+        with netns.child_enters(ns, new_session=True) as enter, open_log(log_path) as log:
+            proc = subprocess.Popen(["/bin/sh", "-c", _WATCHER, exit_file, *argv, "--ready-fd", str(wfd)],
+                                    stdin=subprocess.DEVNULL, stdout=log,
                                     stderr=subprocess.STDOUT, pass_fds=(wfd,), preexec_fn=enter, close_fds=True)
         os.close(wfd)
         wfd = -1
-        ready, _, _ = select.select([rfd], [], [], ready_timeout)
-        got = os.read(rfd, 64) if ready else b""
-        if b"ready" not in got:
+        ready = b"ready" in _read_until_ready(rfd, ready_timeout)
+        pid = _child_of(proc.pid)
+        if not ready or not pid:
+            if pid:
+                signal_inside(pid, _identities([ns]), signal.SIGKILL)
             proc.kill()
             proc.wait()
             raise KernelError(f"{argv[2] if len(argv) > 2 else argv[0]} in {ns} did not start: " + tail(log_path))
-        return proc.pid
+        return pid
     finally:
         os.close(rfd)
         if wfd >= 0:
             os.close(wfd)
+
+
+def _child_of(parent: int) -> int | None:
+    """The pid of a process's child (the app under its watcher), or None."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == parent:
+                        return int(entry)
+            except (OSError, IndexError, ValueError):
+                continue
+    return None
+
+
+def _read_until_ready(fd: int, timeout: float) -> bytes:
+    """What the watcher and the app wrote to the pipe, up to 'ready', its end, or the timeout."""
+    got = b""
+    deadline = time.monotonic() + timeout
+    while b"ready" not in got:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        chunk = os.read(fd, 256) if ready else b""
+        if not chunk:
+            break
+        got += chunk
+    return got
+
+
+def open_log(path: str):
+    """The log file opened for appending, never through a symlink."""
+    return open(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600), "ab")
+
+
+def exit_status(log_path: str) -> int | None:
+    """The exit status the watcher recorded for the app (128+N: killed by signal N), or None."""
+    try:
+        with open(os.open(exit_path(log_path), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)) as f:
+            text = f.read().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
 
 
 def tail(path, lines=5):
@@ -53,7 +112,7 @@ def run_in(ns: str, argv, **kwargs) -> subprocess.CompletedProcess:
 def run(ns: str, argv, log_path: str, timeout=60) -> int:
     """Run argv inside ns to completion (output to the log), return its exit status."""
     try:
-        with open(log_path, "ab") as log:
+        with open_log(log_path) as log:
             return run_in(ns, argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                           timeout=timeout).returncode
     except FileNotFoundError:
@@ -80,58 +139,123 @@ def _exists(pid) -> bool:
     return _state(pid) not in (None, "Z")
 
 
-def alive_in(pid: int, ns: str) -> bool:
-    """True if pid is alive, not a zombie, and inside the namespace."""
+def _identities(namespaces) -> set:
+    """(st_dev, st_ino) of each named namespace that exists: how the kernel tells namespaces apart."""
+    return set(netns.identities(namespaces))
+
+
+def _inside(pid: int, identities) -> bool:
     try:
-        return _exists(pid) and os.stat(f"/proc/{pid}/ns/net").st_ino == netns.inode(ns)
+        st = os.stat(f"/proc/{pid}/ns/net")
     except OSError:
         return False
+    return (st.st_dev, st.st_ino) in identities
 
 
-def end(pids, grace=2.0) -> None:
-    """SIGTERM the exact pids, then SIGKILL whatever is left after the grace period."""
-    pids = [p for p in pids if p != os.getpid()]
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+def alive_in(pid: int, ns: str) -> bool:
+    """True if pid is alive, not a zombie, and inside the namespace."""
+    return _exists(pid) and _inside(pid, _identities([ns]))
+
+
+def signal_inside(pid: int, identities, sig) -> bool:
+    """Send sig to pid only if it lives in one of the namespaces: a recorded pid may have been recycled by
+    now. The check and the signal go through one pidfd, so a process that took the pid in between is never
+    hit. True if the signal was sent."""
+    if pid == os.getpid():
+        return False
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return False
+    try:
+        if not _inside(pid, identities):
+            return False
+        signal.pidfd_send_signal(fd, sig)
+        return True
+    except ProcessLookupError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def _gone(pids, timeout: float) -> list:
+    """Wait up to timeout for the pids to end (reaping our own children); return those still there."""
+    deadline = time.monotonic() + timeout
+    while True:
         for p in pids:
-            try:
-                os.kill(p, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + grace
-        while pids and time.monotonic() < deadline:
-            _reap(pids)
-            pids = [p for p in pids if _exists(p)]
-            if pids:
-                time.sleep(0.02)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(p, os.WNOHANG)
+        pids = [p for p in pids if _exists(p)]
+        if not pids or time.monotonic() >= deadline:
+            return pids
+        time.sleep(0.02)
+
+
+def end(pids, ns: str, grace=2.0) -> None:
+    """SIGTERM those of the pids that still live in ns, then SIGKILL whatever is left after the grace period
+    (each checked through a pidfd: a recorded pid may have been recycled by now)."""
+    identities = _identities([ns])
+    left = _gone([p for p in pids if p and signal_inside(p, identities, signal.SIGTERM)], grace)
+    if left:
+        _gone([p for p in left if signal_inside(p, identities, signal.SIGKILL)], grace)
+
+
+def end_all(namespaces, grace=2.0, give_up=15.0) -> int:
+    """End every process inside the namespaces, whoever started it (found by namespace identity, not by
+    name or pid file), and look again until none is left: a process may fork on SIGTERM, or one may enter
+    meanwhile. SIGTERM first, SIGKILL for whatever is still there after the grace period. Returns how many
+    processes were ended; raises KernelError naming those left after give_up seconds."""
+    identities = _identities(namespaces)
+    ended, sig = set(), signal.SIGTERM
+    deadline = time.monotonic() + give_up
+    while identities:
+        pids = [p for p in netns.pids_with(identities) if p != os.getpid()]
         if not pids:
-            return
-
-
-def _reap(pids):
-    for p in pids:
-        try:
-            os.waitpid(p, os.WNOHANG)
-        except ChildProcessError:
-            pass
-
-
-def end_all(namespaces) -> int:
-    """End every process inside the namespaces (found by namespace identity, not by name)."""
-    pids = [p for found in netns.pids_inside(namespaces).values() for p in found]
-    end(pids)
-    return len(pids)
+            break
+        if time.monotonic() > deadline:
+            raise KernelError(f"{len(pids)} process(es) in {', '.join(sorted(namespaces))} would not end "
+                              f"(pids {', '.join(map(str, sorted(pids)))}); run the command again to retry")
+        ended.update(p for p in pids if signal_inside(p, identities, sig))
+        _gone(pids, grace if sig == signal.SIGTERM else 0.5)
+        sig = signal.SIGKILL  # anything still there, or new since, had its chance
+    return len(ended)
 
 
 LAB_PROCESSES = ("StartApp", "StartKeepalived")  # the actions that start a lab process of a node
 
 
-def recorded_processes(entries, ns: str) -> list[dict]:
+def recorded_processes(entries, ns: str, run_dir: str | None = None) -> list[dict]:
     """The lab processes the journal's (action, pid) entries record in ns (built-in apps, keepalived): kind,
-    port (None for keepalived), pid, whether it still runs, and the action that starts it again (a process
-    started again is listed once, with its newest pid)."""
+    port (None for keepalived), pid, whether it still runs, for a built-in app that died the exit status its
+    watcher recorded, and the action that starts it again (a process started again is listed once, with its
+    newest pid)."""
     newest = {a.identity(): (a, pid) for a, pid in entries if type(a).__name__ in LAB_PROCESSES and a.ns == ns}
-    return [{"kind": getattr(a, "kind", "keepalived"), "port": getattr(a, "port", None), "pid": pid,
-             "running": bool(pid) and alive_in(pid, ns), "action": a} for a, pid in newest.values()]
+    out = []
+    for a, pid in newest.values():
+        running = bool(pid) and alive_in(pid, ns)
+        app = type(a).__name__ == "StartApp"
+        status = exit_status(os.path.join(run_dir, app_log(a))) if app and run_dir and not running else None
+        out.append({"kind": getattr(a, "kind", "keepalived"), "port": getattr(a, "port", None), "pid": pid,
+                    "running": running, "exit_status": status, "action": a})
+    return out
+
+
+def app_log(a) -> str:
+    return f"{a.node}-{a.kind}.log"
+
+
+def end_orphans(ns: str, argv) -> None:
+    """End copies of this app already running in ns that no journal records (their pid was lost with the
+    lab's state): they would hold its port. Matched by namespace identity and command line."""
+    identities = _identities([ns])
+    for pid in netns.pids_with(identities):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                words = [w.decode(errors="replace") for w in f.read().split(b"\0")]
+        except OSError:
+            continue
+        if words[:len(argv)] == list(argv):
+            end([pid], ns)
 
 
 class AppExecutor:
@@ -147,12 +271,13 @@ class AppExecutor:
 
     @staticmethod
     def do(s, a):
-        return spawn(a.ns, a.app_argv(), os.path.join(s.run_dir, f"{a.node}-{a.kind}.log"))
+        end_orphans(a.ns, a.app_argv())
+        return spawn(a.ns, a.app_argv(), os.path.join(s.run_dir, app_log(a)))
 
     @staticmethod
     def undo(s, a, pid):
-        if pid and netns.exists(a.ns) and alive_in(pid, a.ns):
-            end([pid])
+        if pid and netns.exists(a.ns):
+            end([pid], a.ns)
 
 
 class ExecExecutor:

@@ -18,6 +18,7 @@ class Session:
         self.fresh = set()  # namespaces this run created: nothing in them can be in place yet
         self.emptied = set()  # namespaces whose processes this run has ended already
         self.marks = {}  # namespace -> the ownership mark on its lo, as read (or set) this run
+        self.token = ""  # the lab's random token, the last part of its marks ('' for a lab from before them)
         self._index = {}  # (ns, ifname) -> ifindex; lookups dominate apply time otherwise
 
     def socket(self, ns: str, kind: str, factory):

@@ -1,7 +1,9 @@
 """How a lab's kernel objects are named: the one place that knows the naming scheme."""
 
 import re
+import secrets
 import zlib
+from typing import NamedTuple
 
 MARK_PREFIX = "nslab"
 # Lab and node names become namespace names and paths (/run/nslab/<lab>, /run/netns/<lab>-<node>).
@@ -38,16 +40,29 @@ def node_ns(lab: str, node: str) -> str:
     return f"{lab}-{node}"
 
 
-def mark(lab: str, role: str) -> str:
-    """The alias set on lo of every namespace nslab creates: proof of ownership for `down`."""
-    return f"{MARK_PREFIX}:{lab}:{role}"
+class Owner(NamedTuple):
+    """Whose a namespace is, as its mark says: lab, role (a node or 'fabric') and the lab's token ('' in the
+    marks of labs from before tokens, and of a plan replayed by hand)."""
+    lab: str
+    role: str
+    token: str = ""
 
 
-def parse_mark(text: str | None):
-    """(lab, role) from a mark, or None if the text isn't one of ours."""
+def mark(lab: str, role: str, token: str = "") -> str:
+    """The alias set on lo of every namespace nslab creates: proof of ownership for `down`. The token, random
+    per lab and recorded in its state, tells the lab's own namespaces from one someone marked by hand."""
+    return f"{MARK_PREFIX}:{lab}:{role}" + (f":{token}" if token else "")
+
+
+def new_token() -> str:
+    return secrets.token_hex(8)
+
+
+def parse_mark(text: str | None) -> Owner | None:
+    """The Owner a mark names, or None if the text isn't one of ours."""
     parts = (text or "").split(":")
-    if len(parts) == 3 and parts[0] == MARK_PREFIX and all(parts[1:]):
-        return parts[1], parts[2]
+    if len(parts) in (3, 4) and parts[0] == MARK_PREFIX and all(parts[1:]):
+        return Owner(*parts[1:])
     return None
 
 
