@@ -187,7 +187,7 @@ def test_down_without_state_or_journal_still_removes_the_lab_by_its_marks(make_l
     assert not lab_namespaces(lab.name) and not [p for p in pids if alive(p)]
 
 
-def test_a_recycled_pid_outside_the_lab_is_never_signalled(make_lab):
+def test_a_recycled_pid_outside_the_lab_is_never_signalled(make_lab, root_dir, tmp_path):
     lab = make_lab("routing", unique("p"))
     app = app_pid(lab.name)["pid"]
     os.kill(app, signal.SIGKILL)
@@ -200,6 +200,12 @@ def test_a_recycled_pid_outside_the_lab_is_never_signalled(make_lab):
         with open(path, "w") as f:
             f.write(text.replace(f'"undo":{app}', f'"undo":{bystander.pid}'))
         assert app_pid(lab.name)["pid"] == bystander.pid and not app_pid(lab.name)["running"]
+        # The file without host2's app: up undoes the app step, which ends the pid it recorded.
+        no_app = tmp_path / "routing.yaml"
+        no_app.write_text((root_dir / "topologies" / "routing.yaml").read_text().replace("    app: http\n", ""))
+        result = nslab("up", "-q", "--name", lab.name, str(no_app))
+        assert result.returncode == 0, result.stderr
+        assert bystander.poll() is None, "up signalled a pid that no longer lives in the lab"
         result = nslab("down", lab.name)
         assert result.returncode == 0, result.stderr
         assert bystander.poll() is None, "down signalled a pid that no longer lives in the lab"
