@@ -127,6 +127,8 @@ def _valid(data) -> str | None:
         return "'source' or 'token' is not a string"
     if not all(isinstance(n, str) for n in data["namespaces"]):
         return "'namespaces' holds something other than names"
+    if not isinstance(data.get("faults", []), list) or not all(isinstance(f, dict) for f in data.get("faults", [])):
+        return "'faults' is not a list of records"
     return None
 
 

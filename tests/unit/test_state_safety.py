@@ -95,8 +95,9 @@ def test_files_and_dirs_of_another_user_are_refused(run_dir):
 @pytest.mark.parametrize("content", [
     b"\xaf\x00\xff" * 50, b'"x"', b'{"known": []}', b'{"lab": "lab1", "topology": 5, "namespaces": [], "updated": 1}',
     b'{"lab": "lab1", "topology": "name: lab1\\n", "namesp', b'[]',
-    b'{"lab": "lab1", "topology": "t", "namespaces": [5], "updated": 1}'],
-    ids=["binary", "string", "known-list", "topology-5", "truncated", "list", "bad-namespaces"])
+    b'{"lab": "lab1", "topology": "t", "namespaces": [5], "updated": 1}',
+    b'{"lab": "lab1", "topology": "t", "namespaces": [], "updated": 1, "faults": 5}'],
+    ids=["binary", "string", "known-list", "topology-5", "truncated", "list", "bad-namespaces", "faults-5"])
 def test_garbage_state_is_a_clear_error_that_points_at_down(run_dir, content):
     state.ensure_dir("lab1")
     (run_dir / "lab1" / "state.json").write_bytes(content)
