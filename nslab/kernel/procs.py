@@ -15,7 +15,8 @@ APP_READY_TIMEOUT = 120  # seconds; Python inside an emulated VM starts 20-50x s
 
 # The app runs under a small sh that waits for it and writes its exit status next to its log, so `status`
 # can say how a dead app ended (nslab itself has long exited by then). The app is the sh's only child.
-_WATCHER = '"$@" & wait $!; echo $? >"$0"'
+# spawn() removes the old file first; set -C (O_EXCL) then never writes through anything put in its place.
+_WATCHER = '"$@" & wait $!; s=$?; set -C; echo $s >"$0"'
 
 
 def exit_path(log_path: str) -> str:
