@@ -345,3 +345,30 @@ def test_two_labs_with_identical_addresses_work_side_by_side(make_lab):
     assert not lab_namespaces(a.name) and len(lab_namespaces(b.name)) == 5
     assert all(alive(p) for p in b_pids)
     assert b.run("host1", ["ping", "-c", "1", "-W", "2", "192.168.2.10"]).returncode == 0
+
+
+@pytest.mark.parametrize("left", ["name-file", "unmarked-namespace"])
+def test_an_up_killed_while_making_its_first_namespace_leaves_nothing_down_cannot_remove(root_dir, left):
+    """What a kill -9 inside netns.create leaves: the journal's 'doing' line for the fabric, and under its
+    name either the bare name file or a namespace not marked yet."""
+    from nslab.plan.actions import AddNetns
+    name = unique("j")
+    fabric = f"{name}-fabric"
+    os.makedirs(state.ensure_dir(name), exist_ok=True)
+    with open(os.path.join(state.lab_dir(name), "journal"), "w") as f:
+        f.write(json.dumps({"doing": AddNetns(fabric, mark=f"nslab:{name}:fabric", reason="r").record()}) + "\n")
+    if left == "name-file":
+        open(netns.path(fabric), "w").close()
+    else:
+        subprocess.run(["ip", "netns", "add", fabric], check=True)
+    try:
+        result = nslab("down", name)
+        assert result.returncode == 0, result.stderr
+        assert not lab_namespaces(name) and not os.path.exists(state.lab_dir(name))
+        up = nslab("up", "-q", "--name", name, str(root_dir / "topologies" / "routing.yaml"))
+        assert up.returncode == 0, up.stderr
+    finally:
+        if lab_namespaces(name) or os.path.exists(state.lab_dir(name)):
+            nslab("down", name)
+        if os.path.lexists(netns.path(fabric)):
+            netns.delete(fabric)
