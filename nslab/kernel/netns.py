@@ -91,30 +91,41 @@ def create(name: str) -> None:
         target = path(name)
         if os.path.lexists(target):
             raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), target)
-        err = []
+        err, run = [], {"began": False, "cancelled": False}
+        gate, done = threading.Lock(), threading.Event()
 
         def worker():
             # A thread of our own unshares, so the caller's thread never leaves its namespace.
             try:
+                with gate:
+                    if run["cancelled"]:
+                        return
+                    run["began"] = True
                 _check(_libc.unshare(CLONE_NEWNET), "unshare")
                 src = f"/proc/self/task/{threading.get_native_id()}/ns/net".encode()
                 _check(_libc.mount(src, target.encode(), b"none", MS_BIND, None), "mount")
             except OSError as e:
                 err.append(e)
+            finally:
+                done.set()
 
-        t = threading.Thread(target=worker, name=f"netns-create-{name}")
         try:
             os.close(os.open(target, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
-            t.start()
-            t.join()
+            threading.Thread(target=worker, name=f"netns-create-{name}").start()
+            # An Event, not join(): a join cut short by Ctrl-C can report a running thread as stopped (CPython
+            # 3.11 releases the thread's lock on the way out, bpo-45274).
+            done.wait()
             if err:
                 raise err[0]
         except FileExistsError:
             raise  # someone else's, made since our look: nothing of ours to remove
         except BaseException:
-            while t.is_alive():  # it may mount yet: wait, then remove what it made
+            with gate:  # a worker not begun yet never will; one that has may mount yet: let it finish
+                run["cancelled"] = True
+                began = run["began"]
+            while began and not done.is_set():
                 with contextlib.suppress(BaseException):
-                    t.join()
+                    done.wait()
             delete(name)
             raise
 

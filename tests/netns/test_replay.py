@@ -12,6 +12,7 @@ import pytest
 
 from nslab import api
 from nslab.kernel import caps, netns
+from nslab.model import names
 from nslab.model.schema import Forward
 
 TOPOLOGIES = Path(__file__).resolve().parents[2] / "topologies"
@@ -125,9 +126,15 @@ def wait_for_apps(actions, timeout=SLOW):
             time.sleep(0.1)
 
 
+def _untokened(alias):
+    owner = names.parse_mark(alias)
+    return names.mark(owner.lab, owner.role) if owner else alias
+
+
 def snapshot(lab: str, actions) -> dict:
     """A lab's kernel state as `ip`, `sysctl`, `nft` and `ss` show it, without what the kernel picks itself
-    (ifindexes, random MACs, rule handles, counters)."""
+    (ifindexes, random MACs, rule handles, counters) or `up` picks at random (the lab's token in the mark on
+    each lo: the plan's mark is the rest)."""
     macs = set()
     for a in actions:
         if type(a).__name__ == "AddVeth":
@@ -141,7 +148,7 @@ def snapshot(lab: str, actions) -> dict:
         by_index = {link["ifindex"]: link["ifname"] for link in links}
         node = {"links": sorted(
             (link["ifname"], link.get("linkinfo", {}).get("info_kind"), by_index.get(link.get("master")) or
-             link.get("master"), link.get("operstate"), "UP" in link.get("flags", []), link.get("ifalias"),
+             link.get("master"), link.get("operstate"), "UP" in link.get("flags", []), _untokened(link.get("ifalias")),
              link.get("address") if (ns, link["ifname"]) in macs else None) for link in links)}
         node["addrs"] = sorted((a["ifname"], f"{i['local']}/{i['prefixlen']}")
                                for a in _json(["ip", "-n", ns, "-j", "addr", "show"]) for i in a.get("addr_info", []))
