@@ -28,7 +28,7 @@ def test_down_all_removes_every_lab_and_nothing_else(root_dir):
     mine = ["alla-mine", "other"]  # a user's own namespaces, one named like a lab's
     for ns in mine:
         subprocess.run(["ip", "netns", "add", ns], check=True)
-    sleeper = subprocess.Popen(["ip", "netns", "exec", "other", "sleep", "60"])
+    sleeper = subprocess.Popen(["ip", "netns", "exec", "other", "sleep", "3600"])
     try:
         assert sorted(api.labs()) == ["alla", "allb", "allc"]
         result = subprocess.run([sys.executable, "-m", "nslab", "down", "--all"], capture_output=True, text=True,

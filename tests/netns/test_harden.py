@@ -163,7 +163,7 @@ def test_a_forged_mark_is_not_proof(make_lab):
     for ns, mark in forged.items():
         subprocess.run(["ip", "netns", "add", ns], check=True)
         subprocess.run(["ip", "-n", ns, "link", "set", "lo", "alias", mark], check=True)
-    sleeper = subprocess.Popen(["ip", "netns", "exec", f"{lab.name}-x", "sleep", "60"])
+    sleeper = subprocess.Popen(["ip", "netns", "exec", f"{lab.name}-x", "sleep", "3600"])
     try:
         result = nslab("down", lab.name)
         assert result.returncode == 0, result.stderr
@@ -192,7 +192,7 @@ def test_a_recycled_pid_outside_the_lab_is_never_signalled(make_lab, root_dir, t
     app = app_pid(lab.name)["pid"]
     os.kill(app, signal.SIGKILL)
     wait_for(lambda: not alive(app))
-    bystander = subprocess.Popen(["sleep", "60"])  # outside the lab, as if it had got the app's pid
+    bystander = subprocess.Popen(["sleep", "3600"])  # outside the lab, as if it had got the app's pid
     try:
         path = os.path.join(state.lab_dir(lab.name), "journal")
         with open(path) as f:
