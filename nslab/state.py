@@ -203,7 +203,7 @@ def _command() -> str:
             words = f.read().rstrip(b"\0").split(b"\0")
     except OSError:
         return "?"
-    return " ".join(w.decode(errors="replace") for w in words)[:300]
+    return " ".join(" ".join(w.decode(errors="replace").split()) for w in words)[:300]  # one line
 
 
 @contextlib.contextmanager
