@@ -78,6 +78,16 @@ def test_state_and_journal_symlinks_are_refused_never_followed(run_dir, tmp_path
     (lab / "journal").mkdir()
     with pytest.raises(StateError, match="journal is a directory|journal is not a regular file"):
         state.Journal("lab1")
+    (lab / "state.json").unlink()
+    (lab / "state.json").symlink_to(tmp_path)  # a symlink to a directory
+    with pytest.raises(StateError, match="state.json is a symbolic link"):
+        state.load("lab1")
+    (lab / "state.json").unlink()
+    (lab / "state.json").mkdir()
+    with pytest.raises(StateError, match="state.json is not a regular file"):
+        state.load("lab1")
+    with pytest.raises(StateError, match="state.json is a directory"):
+        state.save("lab1", {"lab": "lab1"})
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="making a file someone else's needs root")
@@ -87,6 +97,10 @@ def test_files_and_dirs_of_another_user_are_refused(run_dir):
     os.chown(run_dir / "lab1" / "state.json", 65534, 65534)
     with pytest.raises(StateError, match="belongs to uid 65534"):
         state.load("lab1")
+    (run_dir / "lab1" / "journal").write_text("")
+    os.chown(run_dir / "lab1" / "journal", 65534, 65534)
+    with pytest.raises(StateError, match="journal belongs to uid 65534"):
+        state.Journal("lab1")
     os.chown(run_dir / "lab1", 65534, 65534)
     with pytest.raises(StateError, match="lab1 belongs to uid 65534"):
         state.ensure_dir("lab1")
