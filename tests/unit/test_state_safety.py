@@ -193,3 +193,15 @@ def test_a_waiter_takes_the_new_lock_after_a_down_removed_the_lab_dir(run_dir):
             with state.locked("lab1"):
                 pass
     proc.wait()
+
+
+def test_keepalived_pid_files_are_read_only_if_regular_files_of_ours(tmp_path):
+    from nslab.kernel import keepalived
+    good, link, other = tmp_path / "good.pid", tmp_path / "link.pid", tmp_path / "other.pid"
+    good.write_text("4242\n")
+    other.write_text("4343\n")
+    link.symlink_to(other)
+    assert keepalived.read_pids([good, link]) == [4242]  # the symlink is never followed
+    if os.geteuid() == 0:
+        os.chown(other, 65534, 65534)
+        assert keepalived.read_pids([other]) == []
