@@ -35,7 +35,10 @@ def start(run_dir: str, action) -> int:
     """Write the config and start keepalived in the node's namespace; wait until its children run.
     Raises EnvironmentMissing (no keepalived), KernelError (it did not start)."""
     os.makedirs(action.notify_dir, mode=0o700, exist_ok=True)
-    for path in action.pids:  # a pid file of an earlier run would look like readiness
+    # A pid file of an earlier run would look like readiness, and its notify files like this run's states.
+    stale = [os.path.join(action.notify_dir, f) for f in os.listdir(action.notify_dir)
+             if f.startswith(f"{action.node}.")]
+    for path in [*action.pids, *stale]:
         if os.path.exists(path):
             os.unlink(path)
     with open(os.open(action.conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600),
