@@ -15,6 +15,8 @@ skips naming `nslab vm -- python3 -m pytest ...`, which runs the same tests in t
 
 import itertools
 import os
+import signal
+import threading
 from dataclasses import replace
 
 import pytest
@@ -60,6 +62,19 @@ def pytest_runtest_setup(item):
             pytest.skip(_vm_hint(missing, item))
 
 
+def end_labs_on_sigterm() -> None:
+    """Make SIGTERM (what `timeout` and CI runners send) end the session like Ctrl-C, so labs still go down.
+
+    Only while nslab labs are in use, and only when nobody else handles SIGTERM: pytest itself dies on it
+    without running any teardown, which would leave namespaces and processes behind."""
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def _unique_name(topo) -> str:
     stem = "".join(c for c in topo.name if c.isalnum())[:6] or "lab"
     return f"{stem}{os.getpid() % 10000}x{next(_counter)}"
@@ -80,6 +95,7 @@ def nslab_lab(request):
         missing = _missing(needs_of(topo))
         if missing:
             pytest.skip(_vm_hint(missing, request.node))
+        end_labs_on_sigterm()
         lab = api.Lab(replace(topo, name=name or _unique_name(topo)))
         made.append(lab)
         _alive.append(lab)
@@ -91,8 +107,9 @@ def nslab_lab(request):
 
     yield make
     for lab in reversed(made):
-        lab.down_quietly()
-        _alive.remove(lab)
+        if lab in _alive:  # after a Ctrl-C or SIGTERM, sessionfinish may have taken it down already
+            _alive.remove(lab)
+            lab.down_quietly()
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -13,6 +13,13 @@ def root_dir():
     return ROOT
 
 
+def pytest_configure(config):
+    # nslab's own kernel tiers also make labs without the fixture (replays, CLI runs): a SIGTERM from a
+    # timeout must still let their teardown run.
+    from nslab.pytest_plugin import end_labs_on_sigterm
+    end_labs_on_sigterm()
+
+
 def pytest_collection_modifyitems(config, items):
     if os.geteuid() == 0:
         return

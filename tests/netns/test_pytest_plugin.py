@@ -76,3 +76,33 @@ def test_without_root_it_skips_with_the_reason(tmp_path):
                          "--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search")
     text = out.stdout + out.stderr
     assert "nslab labs need root" in text and "failed" not in text, text
+
+
+def test_sigterm_still_takes_the_labs_down(tmp_path):
+    """`timeout` and CI runners end a hung run with SIGTERM, which pytest alone dies of without teardown."""
+    import os
+    import signal
+    import time
+    from nslab.kernel import netns
+    (tmp_path / "lab.yaml").write_text(USER_LAB.replace("name: mine", "name: hung"))
+    (tmp_path / "test_hung.py").write_text(
+        "import time\n\ndef test_hangs(nslab_lab):\n    nslab_lab('lab.yaml', name='termd')\n    time.sleep(600)\n")
+    run = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=tmp_path,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not [n for n in netns.list_names() if n.startswith("termd-")]:
+            assert run.poll() is None and time.monotonic() < deadline, "the lab never came up"
+            time.sleep(0.2)
+        time.sleep(1)  # up has returned and the test sleeps
+        os.kill(run.pid, signal.SIGTERM)
+        out, _ = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            run.kill()
+        left = [n for n in netns.list_names() if n.startswith("termd-")]
+        state_left = os.path.exists("/run/nslab/termd")
+        if left or state_left:
+            subprocess.run([sys.executable, "-m", "nslab", "down", "termd"], capture_output=True, timeout=120)
+    assert "KeyboardInterrupt" in out, out
+    assert not left and not state_left, out
