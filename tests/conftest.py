@@ -1,7 +1,12 @@
-"""Shared fixtures: the repo root, and root-only skipping for the kernel tiers."""
+"""Shared fixtures: the repo root, root-only skipping for the kernel tiers, and the host snapshot that proves
+nslab never touches the host's own network namespace."""
 
+import contextlib
+import json
 import os
 import pathlib
+import subprocess
+import time
 
 import pytest
 
@@ -41,3 +46,114 @@ def run_bench():
         assert out.returncode == 0, out.stdout + out.stderr
         return out.stdout.strip().splitlines()
     return run
+
+
+def _ip_json(*argv):
+    out = subprocess.run(["ip", "-j", *argv], capture_output=True, text=True, check=True).stdout
+    return json.loads(out) if out.strip() else []
+
+
+def _without(entries, *volatile):
+    for entry in entries:
+        for key in volatile:
+            entry.pop(key, None)
+        for info in entry.get("addr_info", []):
+            for key in ("valid_life_time", "preferred_life_time"):
+                info.pop(key, None)
+    return entries
+
+
+def _host_sysctls() -> dict:
+    """Every sysctl nslab knows (model/sysctls.py: the namespace keys, and the per-interface ones for the
+    host's all, default and each interface), plus the bridge's netfilter hooks and devconf inheritance."""
+    from nslab.model import sysctls
+    keys = set(sysctls.NETNS_SYSCTLS) | {"net.core.devconf_inherit_init_net"}
+    for prefix, leaves in sysctls.INTERFACE_SYSCTLS.items():
+        base = "/proc/sys/" + prefix.replace(".", "/")
+        scopes = os.listdir(base) if os.path.isdir(base) else []
+        keys |= {f"{prefix}{scope}.{leaf}" for scope in scopes for leaf in leaves}
+    if os.path.isdir("/proc/sys/net/bridge"):
+        keys |= {f"net.bridge.{leaf}" for leaf in os.listdir("/proc/sys/net/bridge")}
+    values = {}
+    for key in keys:
+        # an interface name may hold dots, so the path is built from the parts nslab split
+        parts = sysctls.split_interface_sysctl(key)
+        path = "/proc/sys/" + (parts[0].replace(".", "/") + parts[1] + "/" + parts[2] if parts else
+                               key.replace(".", "/"))
+        try:
+            with open(path) as f:
+                values[key] = f.read().strip()
+        except OSError:  # absent here, or write-only (route.flush) or unreadable (stable_secret)
+            pass
+    return values
+
+
+def _labs_with_state() -> set:
+    """Labs with a state directory: their namespaces come and go with other tests. (Their marks are not read:
+    a process inside a lab's namespace, even for a moment, is ended by a `down` of that lab.)"""
+    try:
+        return set(os.listdir("/run/nslab"))
+    except OSError:
+        return set()
+
+
+def host_snapshot() -> dict:
+    """What nslab must never change in the host's own network namespace: links, addresses, routes (all
+    tables, IPv4 and IPv6), static neighbours (dynamic ones come and go with the host's own traffic), the
+    nft ruleset, the sysctls nslab knows, and /run/netns (entry -> mtime, and the labs with a state)."""
+    snap = {"links": _without(_ip_json("-d", "link", "show"), "stats64", "stats"),
+            "addrs": _without(_ip_json("addr", "show")),
+            "routes": [_without(_ip_json(*fam, "route", "show", "table", "all"), "expires")
+                       for fam in ((), ("-6",))],
+            "neighbours": [n for n in _ip_json("neigh", "show", "nud", "all")
+                           if set(n.get("state", [])) & {"PERMANENT", "NOARP"}],
+            "nft": subprocess.run(["nft", "list", "ruleset"], capture_output=True, text=True).stdout,
+            "sysctls": _host_sysctls()}
+    entries = {}
+    for name in (os.listdir("/run/netns") if os.path.isdir("/run/netns") else []):
+        with contextlib.suppress(OSError):
+            entries[name] = os.lstat(os.path.join("/run/netns", name)).st_mtime
+    snap["netns"] = entries
+    snap["labs"], snap["taken"] = _labs_with_state(), time.time()
+    return snap
+
+
+def host_changes(before: dict, after: dict, lab: str, up: bool = False) -> list[str]:
+    """What differs between two host snapshots, as readable lines, attributing /run/netns changes: the lab's
+    own names must be gone (unless it is up), and an entry that is no lab's (no lab with a state is named
+    like it) and was there a minute before `before` must still be there (other engineers' labs and tests
+    come and go in /run/netns meanwhile)."""
+    out = [f"host {what} changed:\n  before {before[what]!r}\n  after  {after[what]!r}"
+           for what in ("links", "addrs", "routes", "neighbours", "nft") if before[what] != after[what]]
+    out += [f"host sysctl {k} changed: {v} -> {after['sysctls'][k]}"
+            for k, v in before["sysctls"].items() if k in after["sysctls"] and after["sysctls"][k] != v]
+    out += [f"host sysctl {k} is gone" for k in before["sysctls"] if k not in after["sysctls"]]
+    out += [f"/run/netns/{n} is left behind" for n in after["netns"] if n.startswith(lab + "-") and not up]
+    labs = before["labs"] | after["labs"]
+    out += [f"/run/netns/{n} (no lab's) is gone" for n, mtime in before["netns"].items()
+            if n not in after["netns"] and mtime < before["taken"] - 60 and
+            not any(n.startswith(other + "-") for other in labs)]
+    return out
+
+
+@pytest.fixture
+def host_unchanged():
+    """host_unchanged(before, lab): assert nothing of the host changed since the snapshot `before` (from
+    host_unchanged.snapshot()), attributing /run/netns changes to `lab` (see host_changes).
+    host_unchanged.around(topo): the same before `up`, while the lab is up and after `down`."""
+    def check(before, lab, when="after down", up=False):
+        changes = host_changes(before, host_snapshot(), lab, up)
+        assert not changes, f"{when}: " + "\n".join(changes)
+
+    def around(topo):
+        from nslab import api
+        before = host_snapshot()
+        try:
+            api.up(topo)
+            check(before, topo.name, "while up", up=True)
+        finally:
+            api.down(topo.name)
+        check(before, topo.name)
+
+    check.snapshot, check.around = host_snapshot, around
+    return check

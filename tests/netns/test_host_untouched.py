@@ -1,0 +1,55 @@
+"""Host untouched, for every shipped lab the host kernel can run (topologies/ and topologies/broken/; the LVS
+ones are in tests/ipvs/test_host_untouched.py): the host's links, addresses, routes, static neighbours, nft
+ruleset, the sysctls nslab knows and /run/netns are the same before `up`, while the lab is up, and after
+`down` (see host_snapshot in tests/conftest.py)."""
+
+import os
+from dataclasses import replace
+
+import pytest
+
+from nslab import api
+from nslab.pytest_plugin import needs_of
+
+ROOT = os.path.join(os.path.dirname(__file__), "..", "..", "topologies")
+LABS = sorted(os.path.relpath(os.path.join(d, f), ROOT) for d in (ROOT, os.path.join(ROOT, "broken"))
+              for f in os.listdir(d) if f.endswith(".yaml"))
+HOST_LABS = [p for p in LABS if not needs_of(api.load_topology(os.path.join(ROOT, p)))]
+
+
+def test_the_split_covers_every_shipped_lab():
+    assert len(HOST_LABS) >= 10 and "routing.yaml" in HOST_LABS and "snat.yaml" in HOST_LABS
+
+
+@pytest.mark.parametrize("path", HOST_LABS)
+def test_up_and_down_leave_the_host_as_it_was(host_unchanged, path):
+    topo = api.load_topology(os.path.join(ROOT, path))
+    host_unchanged.around(replace(topo, name=f"crash{os.getpid() % 1000}h{HOST_LABS.index(path)}"))
+
+
+def test_the_host_check_sees_each_kind_of_change(host_unchanged):
+    """The comparison itself, on altered copies of a real snapshot (the host is never changed for real)."""
+    import copy
+    import time
+
+    from conftest import host_changes
+    before = host_unchanged.snapshot()
+    lab = "crashseen"
+    assert host_changes(before, copy.deepcopy(before), lab) == []
+    alterations = {
+        "a link": lambda s: s["links"].append({"ifname": "crash0"}),
+        "an address": lambda s: s["addrs"].append({"ifname": "lo", "addr_info": [{"local": "10.9.9.9"}]}),
+        "a route": lambda s: s["routes"][0].append({"dst": "10.9.9.0/24"}),
+        "a neighbour": lambda s: s["neighbours"].append({"dst": "10.9.9.9", "state": ["PERMANENT"]}),
+        "the nft ruleset": lambda s: s.update(nft=s["nft"] + "table ip crash {}\n"),
+        "a sysctl": lambda s: s["sysctls"].update({"net.ipv4.ip_forward": "x"}),
+        "a sysctl gone": lambda s: s["sysctls"].pop("net.ipv4.ip_forward"),
+        "a lab namespace left": lambda s: s["netns"].update({f"{lab}-n1": time.time()}),
+    }
+    for what, alter in alterations.items():
+        after = copy.deepcopy(before)
+        alter(after)
+        assert host_changes(before, after, lab), what
+    old = dict(before, netns={"someones-own": before["taken"] - 120}, labs=set())
+    assert host_changes(old, dict(before, netns={}), lab), "a namespace that is no lab's, gone"
+    assert not host_changes(dict(old, labs={"someones"}), dict(before, netns={}), lab), "another lab's, gone"
