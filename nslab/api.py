@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 
 from . import model, state
-from .errors import EnvironmentMissing, UsageError
+from .errors import EnvironmentMissing, KernelError, UsageError
 from .model import names
 
 
@@ -195,10 +195,17 @@ def down(lab: str, wait: bool = False) -> DownResult:
             kapply.finish_unfinished(s, journal)
             # Not journalled: the journal goes below, and a down cut short undoes it all again.
             kapply.undo(s, steps, strict=False)
+            stuck = []
             for ns in owned:  # the sweep: marked as this lab's (read above), but not in the journal
                 if netns.exists(ns):
                     s.forget(ns)
-                    netns.delete(ns)
+                    try:
+                        netns.delete(ns)
+                    except OSError as e:  # busy (a mount nslab did not make): go on with the rest
+                        stuck.append(f"{ns} ({e.strerror})")
+            if stuck:  # the journal and state stay, so the next down tries again
+                raise KernelError(f"lab '{lab}': could not remove namespace(s) {', '.join(stuck)}; the rest is "
+                                  f"removed. Run `nslab down {lab}` again (or end what holds them)")
         state.remove(lab)
     gone = [n for n in existed if not netns.taken(n)]
     return DownResult(lab, gone, ended, time.monotonic() - started)

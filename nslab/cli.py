@@ -62,8 +62,8 @@ def main(argv=None) -> int:
         sys.stdout.flush()  # the report first, then the verdict
         print(f"nslab: {e}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
-        print("nslab: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print("nslab: interrupted" + (f" {e}" if str(e) else ""), file=sys.stderr)
         return 130
     except BrokenPipeError:
         # The reader went away (`nslab plan ... | head`): finish quietly, as other tools do.

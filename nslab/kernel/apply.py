@@ -2,6 +2,8 @@
 journalled steps in reverse (this run's on failure, the ones a topology no longer has, a whole lab)."""
 
 import errno
+import os
+import signal
 
 from ..errors import KernelError, NslabError
 from ..plan import actions as A
@@ -20,14 +22,44 @@ def _namespaces(action) -> set:
     return {action.ns, getattr(action, "peer_ns", action.ns)}
 
 
-def _batches(plan):
+# For tests only: NSLAB_TEST_FAULT=STEP[:HOW] makes step STEP (1-based, as errors count) of every plan
+# apply() runs fail, so a test can prove that a failure or a Ctrl-C at any step leaves nothing behind. HOW:
+#   fail          the step raises before it changes anything (the default)
+#   fail-after    the step makes its change, then raises before it returns (a failure half-way through)
+#   sigint        a real SIGINT reaches the process before the step changes anything
+#   sigint-after  a real SIGINT reaches it once the step made its change, before the step returns
+FAULT_ENV = "NSLAB_TEST_FAULT"
+FAULT_KINDS = ("fail", "fail-after", "sigint", "sigint-after")
+
+
+def _fault():
+    """(plan index, kind) of the fault a test asked for, or None."""
+    text = os.environ.get(FAULT_ENV)
+    if not text:
+        return None
+    step, _, kind = text.partition(":")
+    kind = kind or "fail"
+    if not step.isdigit() or int(step) < 1 or kind not in FAULT_KINDS:
+        raise ValueError(f"{FAULT_ENV}={text!r}: expected STEP[:{'|'.join(FAULT_KINDS)}], STEP from 1")
+    return int(step) - 1, kind
+
+
+def _inject(fault, index: int, after: bool) -> None:
+    if fault is None or fault[0] != index or fault[1].endswith("-after") != after:
+        return
+    if fault[1].startswith("sigint"):
+        signal.raise_signal(signal.SIGINT)  # KeyboardInterrupt, as from a user's Ctrl-C
+    raise OSError(errno.EIO, f"fault injected by {FAULT_ENV} (a test hook)")
+
+
+def _batches(plan, alone=None):
     """(index, actions): consecutive sysctls of one namespace together (a big lab sets thousands, and one
-    visit to the namespace reads or writes them all), every other action alone."""
+    visit to the namespace reads or writes them all), every other action alone, and so is plan[alone]."""
     i = 0
     while i < len(plan):
         j = i + 1
-        if type(plan[i]) is A.Sysctl:
-            while j < len(plan) and type(plan[j]) is A.Sysctl and plan[j].ns == plan[i].ns:
+        if type(plan[i]) is A.Sysctl and i != alone:
+            while j < len(plan) and type(plan[j]) is A.Sysctl and plan[j].ns == plan[i].ns and j != alone:
                 j += 1
         yield i, plan[i:j]
         i = j
@@ -48,10 +80,12 @@ def apply(session, plan, progress=None, journal=None) -> list:
     """Apply every action not yet in place, journalling each step (action and undo data) as it is done;
     return the actions that changed something.
 
-    On failure or Ctrl-C, undo this run's steps in reverse order and raise KernelError (or re-raise).
+    On failure or Ctrl-C, undo this run's steps in reverse order and raise KernelError (on Ctrl-C a
+    KeyboardInterrupt naming the step).
     """
+    fault = _fault()
     steps = []  # (action, undo data) this run applied
-    for i, batch in _batches(plan):
+    for i, batch in _batches(plan, fault and fault[0]):
         ex = executor(batch[0])
         for k, action in enumerate(batch):
             if progress:
@@ -65,7 +99,9 @@ def apply(session, plan, progress=None, journal=None) -> list:
             if first:
                 journal.doing(todo[0])
             try:
+                _inject(fault, i, after=False)
                 undos = ex.do_many(session, todo) if len(todo) > 1 else [ex.do(session, todo[0])]
+                _inject(fault, i, after=True)
             except BaseException as cut:
                 if first:  # whatever a do() cut short (Ctrl-C) left goes, then the step it began is over
                     if not isinstance(cut, FileExistsError):  # that name is someone else's: nothing made
@@ -78,13 +114,16 @@ def apply(session, plan, progress=None, journal=None) -> list:
                 journal.done(done)
         except BaseException as e:  # noqa: BLE001 - anything half-done is rolled back, Ctrl-C included
             rollback(session, steps, journal)
-            if isinstance(e, NslabError) or not isinstance(e, Exception):
-                raise
             failed = getattr(e, "action", todo[0] if todo else batch[0])
             n = i + next((k for k, a in enumerate(batch) if a is failed), 0) + 1
             cmd = failed.commands()[0] if failed.argvs() else type(failed).__name__
+            undone = f"the {len(steps)} change(s) this run made were undone"
+            if isinstance(e, KeyboardInterrupt):
+                raise KeyboardInterrupt(f"at step {n} of {len(plan)}: `{cmd}` ({failed.reason}); {undone}") from e
+            if isinstance(e, NslabError) or not isinstance(e, Exception):
+                raise
             raise KernelError(f"step {n} of {len(plan)} failed: `{cmd}` ({failed.reason}): {_explain(e)}; "
-                              f"the {len(steps)} change(s) this run made were undone") from e
+                              f"{undone}") from e
         for action, data in done:
             session.journalled[action.identity()] = data
     return [a for a, _ in steps]
