@@ -77,6 +77,11 @@ def up(topo: Topology, progress=None, wait: bool = False) -> UpResult:
     started = time.monotonic()
     with state.locked(topo.name, wait):
         before = state.load(topo.name)
+        record = {"lab": topo.name, "source": os.path.abspath(topo.source) if topo.source != "<string>" else None,
+                  "topology": topo.text, "namespaces": [a.ns for a in actions if type(a).__name__ == "AddNetns"]}
+        # Saved before the first step, marked incomplete: after a kill, `status` shows what is half-built.
+        # (The faults `nslab fail` recorded stay until the run ends: a killed run may not have healed them.)
+        state.save(topo.name, {**(before or {}), **record, "complete": False, "updated": time.time()})
         with state.Journal(topo.name) as journal, \
                 Session(run_dir=state.lab_dir(topo.name), journalled=journal.latest()) as s:
             s.token = _lab_token(s, topo.name, before, journal)
@@ -87,13 +92,12 @@ def up(topo: Topology, progress=None, wait: bool = False) -> UpResult:
             except BaseException:  # the kernel side is already rolled back; so is a new lab's state
                 if before is None and not journal.steps():
                     state.remove(topo.name)
+                elif before is not None:
+                    state.save(topo.name, before)
                 raise
             journal.compact()
         # A new state: the faults `nslab fail` recorded are gone, as this run brought the lab back to its file.
-        state.save(topo.name, {
-            "lab": topo.name, "source": os.path.abspath(topo.source) if topo.source != "<string>" else None,
-            "topology": topo.text, "namespaces": [a.ns for a in actions if type(a).__name__ == "AddNetns"],
-            "token": s.token, "updated": time.time()})
+        state.save(topo.name, {**record, "token": s.token, "complete": True, "updated": time.time()})
     return UpResult(topo.name, changed, len(actions), time.monotonic() - started, removed)
 
 
@@ -243,6 +247,13 @@ def labs() -> list[str]:
     return sorted(found | set(state.labs()))
 
 
+def complete(lab: str) -> bool:
+    """False for a half-built lab: an `up` of it is running, or was killed or interrupted (or it has marked
+    namespaces and no state at all)."""
+    st = state.load(lab)
+    return bool(st) and st.get("complete", True)
+
+
 def resolved(lab: str):
     """The resolved facts of a running lab (see model/resolve.py). Raises UsageError."""
     return model.resolve(topology_of(lab))
@@ -272,19 +283,23 @@ def status(lab: str, connections: bool = False, settle: bool = True) -> dict:
     topo = topology_of(lab)
     steps = state.Journal(lab).steps()  # the apps it started, with their pids
     faults = state.faults(lab)
+    # complete: False while an `up` runs, or after one was killed or interrupted: the lab is half-built
     out = {"lab": lab, "description": topo.description, "nodes": [], "switches": list(topo.switches),
-           "faults": faults}
+           "faults": faults, "complete": complete(lab)}
     with Session() as s:
         for node in topo.nodes:
             ns = names.node_ns(lab, node.name)
             entry = {"name": node.name, "namespace": ns, "exists": netns.exists(ns), "interfaces": [], "apps": []}
-            if entry["exists"]:
-                declared = {i.name for i in node.interfaces}
-                # lo only when it holds more than 127.0.0.1 (a VIP); kernel-made devices (tunl0 once ipip
-                # is loaded) only when something uses them
-                entry["interfaces"] = [i for i in observe.interfaces(s, ns) if i["name"] in declared or
-                                       (i["name"] == "lo" and len(i["addresses"]) > 1) or
-                                       (i["name"] not in ("lo",) and (i["up"] or i["addresses"]))]
+            try:
+                found = observe.interfaces(s, ns) if entry["exists"] else []
+            except OSError:  # gone meanwhile (a down), or only its name (an `up` killed while making it)
+                entry["exists"], found = False, []
+            declared = {i.name for i in node.interfaces}
+            # lo only when it holds more than 127.0.0.1 (a VIP); kernel-made devices (tunl0 once ipip
+            # is loaded) only when something uses them
+            entry["interfaces"] = [i for i in found if i["name"] in declared or
+                                   (i["name"] == "lo" and len(i["addresses"]) > 1) or
+                                   (i["name"] not in ("lo",) and (i["up"] or i["addresses"]))]
             entry["apps"] = [{k: v for k, v in p.items() if k != "action"}
                              for p in procs.recorded_processes(steps, ns, state.lab_dir(lab))]
             entry["faults"] = [f for f in faults if f["node"] == node.name]

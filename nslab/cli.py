@@ -267,13 +267,17 @@ def cmd_status(args):
         if args.json:
             print(json.dumps(names))
         else:
-            print("\n".join(names) if names else "no labs are up")
+            print("\n".join(n + ("" if api.complete(n) else "  (half-built)") for n in names) or "no labs are up")
         return 0
     st = api.status(api.lab_name(args.lab), connections=args.connections)
     if args.json:
         print(json.dumps(st, indent=1))
         return 0
     print(f"lab {st['lab']}: {st['description']}")
+    if not st["complete"]:
+        held = [n for n in st["nodes"] if n["exists"]]
+        print(f"HALF-BUILT: an `up` did not finish (killed, interrupted, or still running); {len(held)} of "
+              f"{len(st['nodes'])} nodes exist. `nslab up FILE` finishes it, `nslab down {st['lab']}` removes it.")
     _print_nodes(st)
     from . import cli_faults
     cli_faults.print_faults(st)
