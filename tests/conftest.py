@@ -6,6 +6,7 @@ import json
 import os
 import pathlib
 import subprocess
+import sys
 import time
 
 import pytest
@@ -157,3 +158,71 @@ def host_unchanged():
 
     check.snapshot, check.around = host_snapshot, around
     return check
+
+
+def _children() -> list[int]:
+    """Processes this test process started (apps an in-process `up` spawned) that still run."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == os.getpid() and fields[0] != "Z":
+                out.append(int(entry))
+    return out
+
+
+def lab_leftovers(lab: str) -> list[str]:
+    """What a lab left behind: its namespaces, its state directory, processes this test started."""
+    from nslab import state
+    from nslab.kernel import netns
+    out = [f"namespace {n}" for n in netns.list_names() if n.startswith(lab + "-")]
+    if os.path.lexists(state.lab_dir(lab)):
+        out.append(f"state {state.lab_dir(lab)}: {os.listdir(state.lab_dir(lab))}")
+    return out + [f"process {p}" for p in _children()]
+
+
+@pytest.fixture
+def fault_every_step(monkeypatch, host_unchanged):
+    """fault_every_step(topo, how): `up` with NSLAB_TEST_FAULT (kernel/apply.py) failing step k, `how`
+    (fail, fail-after, sigint, sigint-after), for every k of the plan; asserts that each fails naming
+    step k and leaves nothing (lab_leftovers), and that the host is as it was after them all."""
+    from nslab import api
+    from nslab.errors import KernelError
+    from nslab.kernel.apply import FAULT_ENV
+
+    def run(topo, how):
+        total = len(api.plan(topo))
+        expected = KeyboardInterrupt if how.startswith("sigint") else KernelError
+        before = host_unchanged.snapshot()
+        wrong = []
+        try:
+            for k in range(1, total + 1):
+                monkeypatch.setenv(FAULT_ENV, f"{k}:{how}")
+                try:
+                    api.up(topo)
+                except expected as e:
+                    message = str(e)
+                else:
+                    wrong.append(f"step {k}: up did not fail")
+                    monkeypatch.delenv(FAULT_ENV)
+                    api.down(topo.name)
+                    continue
+                if f"step {k} of {total}" not in message:
+                    wrong.append(f"step {k}: the error does not name it: {message}")
+                left = lab_leftovers(topo.name)
+                if left:
+                    wrong.append(f"step {k} ({how}): left {left}; the error was: {message}")
+                    monkeypatch.delenv(FAULT_ENV)
+                    subprocess.run([sys.executable, "-m", "nslab", "down", topo.name], capture_output=True)
+        finally:
+            monkeypatch.delenv(FAULT_ENV, raising=False)
+            if lab_leftovers(topo.name):
+                subprocess.run([sys.executable, "-m", "nslab", "down", topo.name], capture_output=True)
+        assert not wrong, "\n".join(wrong)
+        host_unchanged(before, topo.name, f"after {total} faults ({how})")
+        return total
+    return run

@@ -13,7 +13,6 @@ from dataclasses import replace
 import pytest
 
 from nslab import api, state
-from nslab.errors import KernelError
 from nslab.kernel import netns
 from nslab.kernel.apply import FAULT_ENV, FAULT_KINDS
 
@@ -25,62 +24,10 @@ def _lab(root_dir, topology, tag):
     return replace(topo, name=f"crash{os.getpid() % 1000}{tag}")
 
 
-def _children() -> list[int]:
-    """Processes this test process started (apps `up` spawned in-process) that still run."""
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == os.getpid() and fields[0] != "Z":
-                out.append(int(entry))
-    return out
-
-
-def leftovers(lab: str) -> list[str]:
-    """What a lab left behind: its namespaces, its state directory, processes it started."""
-    out = [f"namespace {n}" for n in netns.list_names() if n.startswith(lab + "-")]
-    if os.path.lexists(state.lab_dir(lab)):
-        out.append(f"state {state.lab_dir(lab)}: {os.listdir(state.lab_dir(lab))}")
-    out += [f"process {p}" for p in _children()]
-    return out
-
-
 @pytest.mark.parametrize("how", FAULT_KINDS)
 @pytest.mark.parametrize("topology", LABS)
-def test_a_fault_at_any_step_of_up_leaves_nothing(root_dir, monkeypatch, host_unchanged, topology, how):
-    topo = _lab(root_dir, topology, f"f{FAULT_KINDS.index(how)}{topology[0]}")
-    total = len(api.plan(topo))
-    expected = KeyboardInterrupt if how.startswith("sigint") else KernelError
-    before = host_unchanged.snapshot()
-    wrong = []
-    try:
-        for k in range(1, total + 1):
-            monkeypatch.setenv(FAULT_ENV, f"{k}:{how}")
-            try:
-                api.up(topo)
-            except expected as e:
-                message = str(e)
-            else:
-                wrong.append(f"step {k}: up did not fail")
-                api.down(topo.name)
-                continue
-            if f"step {k} of {total}" not in message:
-                wrong.append(f"step {k}: the error does not name it: {message}")
-            left = leftovers(topo.name)
-            if left:
-                wrong.append(f"step {k} ({how}): left {left}; the error was: {message}")
-                monkeypatch.delenv(FAULT_ENV)
-                subprocess.run([sys.executable, "-m", "nslab", "down", topo.name], capture_output=True)
-    finally:
-        monkeypatch.delenv(FAULT_ENV, raising=False)
-        if leftovers(topo.name):
-            subprocess.run([sys.executable, "-m", "nslab", "down", topo.name], capture_output=True)
-    assert not wrong, "\n".join(wrong)
-    host_unchanged(before, topo.name, f"after {total} faults ({how})")
+def test_a_fault_at_any_step_of_up_leaves_nothing(root_dir, fault_every_step, topology, how):
+    fault_every_step(_lab(root_dir, topology, f"f{FAULT_KINDS.index(how)}{topology[0]}"), how)
 
 
 def nslab(*argv, env=None, timeout=120):
