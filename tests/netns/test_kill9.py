@@ -74,8 +74,22 @@ def _stale_names(lab) -> list[str]:
     return [n for n in _namespaces(lab) if not os.path.ismount(netns.path(n))]
 
 
+def _apps_inside(lab) -> list[int]:
+    """The lab's own processes (its apps). Not every pid inside: nslab readers of other tests (status, labs())
+    step into every namespace for a moment, and down ends them too if it meets them there."""
+    out = []
+    for pid in (p for found in netns.pids_inside(_namespaces(lab)).values() for p in found):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if b"nslab.apps." in f.read():
+                    out.append(pid)
+        except OSError:
+            pass
+    return out
+
+
 def _down_leaves_nothing(lab, when, stale_seen):
-    inside = [p for found in netns.pids_inside(_namespaces(lab)).values() for p in found]
+    inside = _apps_inside(lab)
     files = os.listdir(state.lab_dir(lab)) if os.path.isdir(state.lab_dir(lab)) else []
     held = _namespaces(lab) + [f for f in files if f != ".lock"]
     down = nslab("down", lab)
