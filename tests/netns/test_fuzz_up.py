@@ -1,0 +1,83 @@
+"""Fuzzing through `up` on the host kernel: the validate fuzzer's mutated topologies (tests/unit/
+test_fuzz_validate.py, seeded with the host-capable shipped and golden files) handed to `nslab up`. Every
+example exits 2 with problems that name the file and a YAML path, or comes up as a lab (0) that `down`
+removes; never a traceback, never a kernel step that fails (validate must have refused it); and after a
+refusal nothing of the lab exists. A crasher found here becomes a golden error file (tests/golden/errors).
+
+Examples: NSLAB_FUZZ_UP_EXAMPLES if set; else 300 under CI=true and 60 otherwise. Derandomized."""
+
+import contextlib
+import importlib.util
+import io
+import os
+import pathlib
+
+from hypothesis import assume, event, given, settings
+
+from nslab import cli, model, state
+from nslab.errors import TopologyError
+from nslab.kernel import netns
+from nslab.pytest_plugin import needs_of
+
+_path = pathlib.Path(__file__).resolve().parents[1] / "unit" / "test_fuzz_validate.py"
+_spec = importlib.util.spec_from_file_location("nslab_fuzz_validate", _path)
+fuzz = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(fuzz)
+
+
+def _host_capable(data) -> bool:
+    try:
+        return not needs_of(model.loads(fuzz.yaml.safe_dump(data), "seed"))
+    except TopologyError:
+        return not (isinstance(data, dict) and data.get("services"))
+
+
+# The same strategies, drawing from the seeds this kernel can run (LVS ones would only ever exit 3 here).
+fuzz.PARSED = [(text, data) for text, data in fuzz.PARSED if data is None or _host_capable(data)]
+
+_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+EXAMPLES = int(os.environ.get("NSLAB_FUZZ_UP_EXAMPLES") or (300 if _CI else 60))
+LAB = f"crashfz{os.getpid() % 1000}"
+
+
+def _left() -> list[str]:
+    return [n for n in netns.list_names() if n.startswith(LAB + "-")] + (
+        [state.lab_dir(LAB)] if os.path.lexists(state.lab_dir(LAB)) else [])
+
+
+def _nslab(*argv) -> tuple[int, str]:
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = cli.main(list(argv))  # an exception nslab does not turn into a message fails the test here
+    return code, err.getvalue()
+
+
+@settings(fuzz.FUZZ, max_examples=EXAMPLES)
+@given(fuzz.topologies())
+def test_up_of_a_fuzzed_topology_comes_up_or_refuses_it_cleanly(tmp_path_factory, text):
+    path = tmp_path_factory.getbasetemp() / "fuzz" / "lab.yaml"
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(text.encode("utf-8", "surrogatepass"))
+    try:
+        topo = model.load(str(path))
+    except TopologyError:
+        topo = None
+    # start-up commands would run fuzzed argv as root on this machine (the namespace isolates only the network)
+    assume(topo is None or not any(node.exec for node in topo.nodes))
+    code, err = _nslab("up", "-q", "--name", LAB, str(path))
+    event(f"up exited {code}")  # --hypothesis-show-statistics: how many came up
+    try:
+        if code == 2:
+            problems = err.removeprefix("nslab: ").rstrip("\n").split("\n")
+            fuzz.check_problems([p.replace(str(path), fuzz.FILE, 1) for p in problems], text)
+            assert topo is None, f"validate took it, up refused it: {err}"
+        elif code == 3:  # the kernel lacks what it needs (a mutation added a service): refused before anything
+            assert topo is not None and needs_of(topo), err
+        else:
+            assert code == 0, f"validate took it, up failed (exit {code}): {err}\n--- the file:\n{text}"
+            assert len([n for n in netns.list_names() if n.startswith(LAB + "-")]) == len(topo.nodes) + 1
+    finally:
+        if code == 0 or _left():
+            down_code, down_err = _nslab("down", LAB)
+            assert down_code == 0, down_err
+    assert _left() == [], f"exit {code} left {_left()}: {err}"
