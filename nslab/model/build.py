@@ -11,7 +11,7 @@ from .schema import (HEALTH_CHECKS, ON_FAILURE, App, Expect, Forward, Health, In
 from .spec import (APP, APPS, CHARSET, EXPECT, HEALTH, IFNAME, INTERFACE, LAB_NAME, MAC, MAX_IFNAME, MAX_LAB, MAX_NODE,
                    NAT, NODE, NODE_NAME, PROTOCOLS, REAL_SERVER, RESERVED_DEVICES, RESERVED_NODES, ROUTE,
                    SCHEDULERS, SERVICE, SWITCH, SWITCH_NAME, SYSCTL_KEY, TOPOLOGY)
-from .sysctls import netns_sysctl, split_interface_sysctl, sysctl_hint
+from .sysctls import netns_sysctl, split_interface_sysctl, sysctl_hint, sysctl_value_problem
 
 # The keys each mapping may hold (and the did-you-mean candidates): the spec's.
 TOP_KEYS, NODE_KEYS, IF_KEYS, ROUTE_KEYS = TOPOLOGY.names, NODE.names, INTERFACE.names, ROUTE.names
@@ -279,7 +279,7 @@ class Builder:
             self.d.error(path, "has both 'switch' and 'peer'", "an interface is on a switch or on a direct link")
         if name == "lo" and (switch or peer):
             self.d.error(path, "'lo' is the loopback interface: it takes addresses only")
-        elif name != "lo" and not switch and not peer and "peer" not in raw and "switch" not in raw:
+        elif name != "lo" and not switch and not peer and "peer" not in raw and raw.get("switch") is None:
             self.d.error(path, "needs 'switch' or 'peer'", "e.g. switch: lan, or peer: router:eth2")
         mac = self.mac(path + ("mac",), raw["mac"]) if "mac" in raw else None
         return Interface(name=name, addresses=addrs, switch=switch, peer=peer, mac=mac)
@@ -344,6 +344,9 @@ class Builder:
                              "net.ipv4.conf.IFACE.rp_filter, net.ipv4.tcp_keepalive_time")
             elif isinstance(v, bool) or not isinstance(v, (int, str)) or not str(v).strip() or not str(v).isprintable():
                 self.d.error(path + (k,), f"{v!r} is not a sysctl value", "use a whole number or one line of text")
+            elif sysctl_value_problem(k, str(v)):
+                self.d.error(path + (k,), f"{v!r} is not a value '{k}' takes: {sysctl_value_problem(k, str(v))}",
+                             "e.g. 0 or 1; a few numbers separated by spaces for keys such as net.ipv4.tcp_rmem")
             else:
                 out.append((k, str(v)))
         return tuple(out)

@@ -1,6 +1,7 @@
 """The net.* sysctls a node may set in its own namespace, and the hint for a near miss."""
 
 import difflib
+import re
 
 # The net.* sysctls a node's own namespace has and lets it write. Where this came from: on Linux 6.1
 # (Debian 12's kernel, in `nslab vm`) and 6.18 (the development host), `ip netns add x; ip netns exec x
@@ -113,6 +114,31 @@ def split_interface_sysctl(key: str):
     prefix = next((p for p in INTERFACE_SYSCTLS if key.startswith(p)), None)
     scope, _, leaf = key[len(prefix):].rpartition(".") if prefix else ("", "", "")
     return (prefix, scope, leaf) if scope else None
+
+
+# The allowed keys the kernel reads as text; it reads every other one as whole numbers (one, or a few
+# separated by spaces, as net.ipv4.tcp_rmem), each an int or unsigned int but for the LONG_VALUED ones.
+TEXT_VALUED = {"net.ipv4.tcp_congestion_control", "net.ipv4.tcp_fastopen_key", "net.ipv4.ip_local_reserved_ports"}
+TEXT_VALUED_LEAVES = {"stable_secret"}  # net.ipv6.conf.IFACE.stable_secret: an IPv6 address
+LONG_VALUED = {"net.ipv4.ipfrag_high_thresh", "net.ipv4.ipfrag_low_thresh", "net.ipv6.ip6frag_high_thresh",
+               "net.ipv6.ip6frag_low_thresh", "net.netfilter.nf_conntrack_frag6_high_thresh",
+               "net.netfilter.nf_conntrack_frag6_low_thresh", "net.ipv4.tcp_comp_sack_delay_ns",
+               "net.ipv4.tcp_comp_sack_slack_ns"}
+_NUMBERS = re.compile(r"-?[0-9]+(?:[ \t]+-?[0-9]+)*")
+
+
+def sysctl_value_problem(key: str, value: str) -> str | None:
+    """Why the kernel cannot take value for an allowed key (its kind and size), or None. A key's own range,
+    such as 0-2 for rp_filter, is the kernel's to check: `up` reports the step it refuses."""
+    parts = split_interface_sysctl(key)
+    if key in TEXT_VALUED or (parts and parts[2] in TEXT_VALUED_LEAVES):
+        return None
+    low, high = (-2 ** 63, 2 ** 64 - 1) if key in LONG_VALUED else (-2 ** 31, 2 ** 32 - 1)
+    if not _NUMBERS.fullmatch(value.strip()):
+        return "the kernel reads whole numbers there"
+    if not all(low <= int(n) <= high for n in value.split()):
+        return f"the kernel reads numbers from {low} to {high} there"
+    return None
 
 
 def netns_sysctl(key: str) -> bool:

@@ -1,5 +1,6 @@
 """Fuzzing through `up` on the host kernel: the validate fuzzer's mutated topologies (tests/unit/
-test_fuzz_validate.py, seeded with the host-capable shipped and golden files) handed to `nslab up`. Every
+test_fuzz_validate.py, seeded with the host-capable shipped and golden files), and valid host-capable seeds
+with one value changed (so that many reach the kernel), handed to `nslab up`. Every
 example exits 2 with problems that name the file and a YAML path, or comes up as a lab (0) that `down`
 removes; never a traceback, never a kernel step that fails (validate must have refused it); and after a
 refusal nothing of the lab exists. A crasher found here becomes a golden error file (tests/golden/errors).
@@ -7,12 +8,14 @@ refusal nothing of the lab exists. A crasher found here becomes a golden error f
 Examples: NSLAB_FUZZ_UP_EXAMPLES if set; else 300 under CI=true and 60 otherwise. Derandomized."""
 
 import contextlib
+import copy
 import importlib.util
 import io
 import os
 import pathlib
 
 from hypothesis import assume, event, given, settings
+from hypothesis import strategies as st
 
 from nslab import cli, model, state
 from nslab.errors import TopologyError
@@ -25,6 +28,14 @@ fuzz = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(fuzz)
 
 
+def _valid(data) -> bool:
+    try:
+        model.loads(fuzz.yaml.safe_dump(data), "seed")
+        return True
+    except TopologyError:
+        return False
+
+
 def _host_capable(data) -> bool:
     try:
         return not needs_of(model.loads(fuzz.yaml.safe_dump(data), "seed"))
@@ -34,6 +45,20 @@ def _host_capable(data) -> bool:
 
 # The same strategies, drawing from the seeds this kernel can run (LVS ones would only ever exit 3 here).
 fuzz.PARSED = [(text, data) for text, data in fuzz.PARSED if data is None or _host_capable(data)]
+
+VALID = [data for _, data in fuzz.PARSED if data is not None and _valid(data)]
+
+
+@st.composite
+def one_value_changed(draw):
+    """A valid host-capable seed with one scalar replaced: mostly still valid in shape, so most examples reach
+    the kernel, where a value validation let through would make a step fail."""
+    data = copy.deepcopy(fuzz.pick(draw, VALID))
+    leaves = [(c, k) for c, k in fuzz._slots(data) if not isinstance(c[k], (dict, list))]
+    container, key = fuzz.pick(draw, leaves)
+    container[key] = draw(fuzz.SCALARS)
+    return fuzz.yaml.dump(data, Dumper=fuzz.DUMPER, sort_keys=False, allow_unicode=True)
+
 
 _CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 EXAMPLES = int(os.environ.get("NSLAB_FUZZ_UP_EXAMPLES") or (300 if _CI else 60))
@@ -53,7 +78,7 @@ def _nslab(*argv) -> tuple[int, str]:
 
 
 @settings(fuzz.FUZZ, max_examples=EXAMPLES)
-@given(fuzz.topologies())
+@given(st.one_of(fuzz.topologies(), one_value_changed()))
 def test_up_of_a_fuzzed_topology_comes_up_or_refuses_it_cleanly(tmp_path_factory, text):
     path = tmp_path_factory.getbasetemp() / "fuzz" / "lab.yaml"
     path.parent.mkdir(exist_ok=True)
