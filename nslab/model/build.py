@@ -46,10 +46,17 @@ class Builder:
         try:
             if not isinstance(value, str) or "/" not in value:
                 raise ValueError
-            return IPv4Interface(value)
+            found = IPv4Interface(value)
         except ValueError:
             self.d.error(path, f"{value!r} is not an IPv4 address with a prefix length", "e.g. 10.0.0.1/24")
             return None
+        ip = found.ip
+        if ip.is_unspecified or ip.is_multicast or ip == IPv4Address("255.255.255.255"):
+            # the kernel takes these without a word, and then has no subnet route for them (0.0.0.0)
+            self.d.error(path, f"{ip} is not an address a host can have (unspecified, multicast or broadcast)",
+                         "e.g. 10.0.0.1/24")
+            return None
+        return found
 
     def address(self, path, value):
         # Only text: IPv4Address(True) is 0.0.0.1, an int is an address too, and 4 bytes (!!binary) are one.
