@@ -84,18 +84,18 @@ def test_up_of_a_fuzzed_topology_comes_up_or_refuses_it_cleanly(tmp_path_factory
     path.parent.mkdir(exist_ok=True)
     path.write_bytes(text.encode("utf-8", "surrogatepass"))
     try:
-        topo = model.load(str(path))
-    except TopologyError:
-        topo = None
+        topo, problems = model.load(str(path)), None
+    except TopologyError as e:
+        topo, problems = None, e.problems
     # start-up commands would run fuzzed argv as root on this machine (the namespace isolates only the network)
     assume(topo is None or not any(node.exec for node in topo.nodes))
     code, err = _nslab("up", "-q", "--name", LAB, str(path))
     event(f"up exited {code}")  # --hypothesis-show-statistics: how many came up
     try:
         if code == 2:
-            problems = err.removeprefix("nslab: ").rstrip("\n").split("\n")
+            assert problems is not None, f"validate took it, up refused it: {err}"
+            assert err == "nslab: " + "\n".join(problems) + "\n", err  # every problem, as validate found them
             fuzz.check_problems([p.replace(str(path), fuzz.FILE, 1) for p in problems], text)
-            assert topo is None, f"validate took it, up refused it: {err}"
         elif code == 3:  # the kernel lacks what it needs (a mutation added a service): refused before anything
             assert topo is not None and needs_of(topo), err
         else:
