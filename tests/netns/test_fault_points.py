@@ -81,8 +81,6 @@ def test_a_namespace_busy_in_down_fails_clearly_and_a_second_down_removes_it(roo
         nslab("down", topo.name)
 
 
-@pytest.mark.xfail(strict=True, reason="for harden (kernel/procs.py): down lists a namespace's pids once and "
-                   "never looks again, so a process started on SIGTERM keeps running in a nameless namespace")
 def test_a_process_that_survives_its_signals_is_ended_by_down_or_a_second_down(root_dir):
     """A process in the lab that answers SIGTERM by starting another one (which a single pass over the
     namespace's pids misses). After `down` (and a second one if the first says something is left), no

@@ -88,7 +88,7 @@ def _apps_inside(lab) -> list[int]:
     return out
 
 
-def _down_leaves_nothing(lab, when, stale_seen):
+def _down_leaves_nothing(lab, when):
     inside = _apps_inside(lab)
     files = os.listdir(state.lab_dir(lab)) if os.path.isdir(state.lab_dir(lab)) else []
     held = _namespaces(lab) + [f for f in files if f != ".lock"]
@@ -96,11 +96,6 @@ def _down_leaves_nothing(lab, when, stale_seen):
     # nothing left (the killed down had finished, or was removing its state directory): "no lab named ..."
     # is the right answer, and that down removes the directory
     assert down.returncode == (0 if held else 2), f"{when}, holding {held}: {down.stdout} {down.stderr}"
-    stale = _stale_names(lab)
-    if stale:  # known, for harden: see test_a_stale_name_file_is_removed_by_down; go on with the others
-        stale_seen.append(f"{when}: {stale}")
-        for n in stale:
-            os.unlink(netns.path(n))
     assert _namespaces(lab) == [], f"{when}: {down.stdout} {down.stderr}"
     assert not os.path.lexists(state.lab_dir(lab)), f"{when}: state left"
     assert not [p for p in inside if _running(p)], f"{when}: a process of the lab outlived down"
@@ -121,8 +116,7 @@ def test_kill_9_of_up_at_many_moments_then_down_leaves_nothing(big_lab):
     whole = nslab("up", "-q", path)
     assert whole.returncode == 0, whole.stderr
     total = _journal_lines(name)  # compacted: one line per step in place
-    stale = []
-    _down_leaves_nothing(name, "after a whole up", stale)
+    _down_leaves_nothing(name, "after a whole up")
     landed, statuses = 0, 0
     for i in range(MOMENTS):
         # the first kill lands while python starts or the first namespace is made; then spread over the build
@@ -139,16 +133,14 @@ def test_kill_9_of_up_at_many_moments_then_down_leaves_nothing(big_lab):
                 assert held in (len(made), len(made) - 1), st.stdout  # one may be made but not yet marked
                 assert f"{name}  (half-built)" in nslab("status").stdout
                 statuses += 1
-        _down_leaves_nothing(name, f"up killed at journal line {target} of {total}", stale)
+        _down_leaves_nothing(name, f"up killed at journal line {target} of {total}")
     assert landed >= MOMENTS * 2 // 3, f"only {landed} of {MOMENTS} kills landed while up was building"
     assert statuses >= 1
-    if stale:
-        pytest.xfail(f"for harden: stale name files left by down: {stale}")
 
 
 def test_kill_9_of_down_at_many_moments_then_down_leaves_nothing(big_lab):
     name, path = big_lab
-    landed, stale = 0, []
+    landed = 0
     for i in range(MOMENTS):
         up = nslab("up", "-q", path)
         assert up.returncode == 0, up.stderr
@@ -158,14 +150,10 @@ def test_kill_9_of_down_at_many_moments_then_down_leaves_nothing(big_lab):
         down = _kill_when(["down", name], lambda: len(_namespaces(name)) < left)
         if down.returncode == -signal.SIGKILL and _namespaces(name):
             landed += 1
-        _down_leaves_nothing(name, f"down killed with {left} namespaces left", stale)
+        _down_leaves_nothing(name, f"down killed with {left} namespaces left")
     assert landed >= MOMENTS * 2 // 3, f"only {landed} of {MOMENTS} kills landed while down was removing"
-    if stale:
-        pytest.xfail(f"for harden: stale name files left by down: {stale}")
 
 
-@pytest.mark.xfail(strict=True, reason="for harden (kernel/netns.py, links.NetnsExecutor): a name file with no "
-                   "namespace on it (down killed between unmount and unlink) is judged not the lab's and stays")
 def test_a_stale_name_file_is_removed_by_down(root_dir):
     """What a kill -9 of `down` between unmounting a namespace and unlinking its name leaves: the next
     `down` removes that file too (the journal names it)."""
