@@ -212,6 +212,10 @@ def _where_it_broke(w: Walk, net: Net, frames) -> str | None:
     last = w.request[-1]
     dst = innermost(last.ip).dst if last.ip.inner else last.ip.dst
     if not net.owns(last.receiver, dst) and not net.owns(last.receiver, last.ip.dst):
+        if any(h.sender == last.receiver for h in w.request):  # it had passed that node already: a loop
+            ttls = " -> ".join(str(h.ip.ttl) for h in w.request)
+            return (f"the request went round in a loop: {' -> '.join([w.client] + [h.receiver for h in w.request])}"
+                    f" (hop {last.n}, {last.link}), the TTL falling {ttls} on each pass until a router drops it")
         return (f"the request stopped at {last.receiver} (hop {last.n}, {last.link}): "
                 + _stuck(frames, last.receiver, f" toward {dst}"))
     w.server = last.receiver
