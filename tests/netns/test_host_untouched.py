@@ -1,5 +1,5 @@
 """Host untouched, for every shipped lab the host kernel can run (topologies/ and topologies/broken/; the LVS
-ones are in tests/ipvs/test_host_untouched.py): the host's links, addresses, routes, static neighbours, nft
+ones need IPVS, so the VM tier): the host's links, addresses, routes, static neighbours, nft
 ruleset, the sysctls nslab knows and /run/netns are the same before `up`, while the lab is up, and after
 `down` (see host_snapshot in tests/conftest.py)."""
 
