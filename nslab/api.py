@@ -6,6 +6,7 @@ Each workflow imports what it uses (planner, kernel, verify), so `down` never lo
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -33,9 +34,18 @@ def require_root() -> None:
 
 def require_kernel_features(topo: Topology) -> None:
     """Fail before anything is created when the running kernel can't run the lab."""
+    from .kernel import caps
+    impaired = [f"{n.name}:{i.name}" for n in topo.nodes for i in n.interfaces if i.impair]
+    if impaired and not caps.has_netem():
+        raise EnvironmentMissing(
+            f"lab '{topo.name}' impairs {', '.join(impaired)}, but the running kernel has no netem (sch_netem, "
+            f"sch_tbf). {_vm_hint(topo)}")
+    proxies = [n.name for n in topo.nodes if n.proxy]
+    if proxies and not shutil.which("haproxy"):
+        raise EnvironmentMissing(f"lab '{topo.name}' runs haproxy on {', '.join(proxies)}, and it is not installed: "
+                                 "apt-get install haproxy (scripts/install.sh installs it)")
     if not topo.services:
         return
-    from .kernel import caps
     from .model.schema import Forward
     if not caps.has_ipvs():
         raise EnvironmentMissing(
@@ -369,7 +379,7 @@ def verify(lab: str, count: int | None = None):
     """Send traffic under sniffers on every link and check the lab's concepts from the captures, then its
     own `expect:` entries. `lab` is a running lab's name, or a file (brought up, and down again after, if
     it isn't up). Returns a verify.report.VerifyReport; raises UsageError, EnvironmentMissing."""
-    from .verify import run
+    from .verify import run, services
     from .verify.report import VerifyReport
     require_root()
     name, brought = _up_for_a_while(lab)
@@ -378,8 +388,17 @@ def verify(lab: str, count: int | None = None):
         rlab = resolved(name)
         client, target = run.pick_client(rlab), run.pick_target(rlab)
         count = count or (60 if target.service else 3)
+        before = services.counters(rlab) if rlab.services else {}
         frames, traffic, cap = run.capture_traffic(rlab, client, target, count=count)
         _, _, results = run.analyse(rlab, client, target, frames, traffic)
+        if rlab.services:
+            results += services.checks(rlab, client, target.service, traffic, before, results)
+        if rlab.impairs:
+            from .verify import impair
+            results += impair.measure(rlab)
+        if rlab.proxies:
+            from .verify import layers
+            results += layers.measure(rlab, client)
         results += run.expectations(rlab)
         return VerifyReport(name, client, str(target), target.kind, count, traffic, len(frames), len(cap.taps),
                             time.monotonic() - started, results)

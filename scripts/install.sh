@@ -10,6 +10,7 @@
 #   wrk                                     HTTP load inside a lab node (`nslab load`)
 #   keepalived                              health checks and VRRP for services with
 #                                           `health:` or `directors:` (a lab process)
+#   haproxy                                 the L7 proxy of the L4-vs-L7 lab, run inside a node
 #   qemu-system-x86 linux-image-amd64       the kernel VM (`nslab vm`): a kernel with
 #   busybox-static kmod                     IPVS/ipip modules; virtme-ng builds its
 #                                           initramfs from busybox, modprobe is kmod
@@ -28,7 +29,7 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
-PACKAGES="iproute2 iputils-ping nftables procps ipvsadm wrk keepalived kmod qemu-system-x86 linux-image-amd64 busybox-static file binutils"
+PACKAGES="iproute2 iputils-ping nftables procps ipvsadm wrk keepalived haproxy kmod qemu-system-x86 linux-image-amd64 busybox-static file binutils"
 if ! python3 -m pip --version >/dev/null 2>&1; then
     PACKAGES="$PACKAGES python3-pip"
 fi

@@ -1,8 +1,9 @@
 """The built-in HTTP/1.1 server a lab node runs: every request is answered with the node's name.
 
-    python3 -m nslab.apps.http --name NAME --port PORT [--bind ADDR] [--ready-fd FD]
+    python3 -m nslab.apps.http --name NAME --port PORT [--bind ADDR] [--ready-fd FD] [--reply-size N]
 
-Every request (any method, any path) gets ``200`` with body ``NAME\\n`` and the
+Every request (any method, any path) gets ``200`` with body ``NAME\\n`` (with
+--reply-size N: N bytes, the name's line first, then filler) and the
 headers ``Content-Type: text/plain``, ``Content-Length``, ``X-Served-By: NAME``,
 ``X-Client: IP:PORT`` (the peer as this server sees it: the client's own address
 under DR/TUN, the director's view under NAT) and ``X-Local: IP:PORT`` (the address
@@ -72,8 +73,8 @@ def _addr(pair):
 class HttpProtocol(asyncio.Protocol):
     """One client connection: parse request heads from a buffer, answer each, honour keep-alive."""
 
-    def __init__(self, name, connections, idle_timeout):
-        self.body = (name + "\n").encode()
+    def __init__(self, name, connections, idle_timeout, body):
+        self.body = body
         self.name = name
         self.connections = connections
         self.idle_timeout = idle_timeout
@@ -186,14 +187,23 @@ def listen_socket(bind, port, kind=socket.SOCK_STREAM):
     return sock
 
 
-async def serve(name, bind, port, ready_fd=None, idle_timeout=15.0):
+def reply_body(name, size=None):
+    """NAME\\n, or exactly `size` bytes starting with it (cut short below its length): a large reply."""
+    line = (name + "\n").encode()
+    if size is None:
+        return line
+    return (line + b"." * max(0, size - len(line) - 1) + b"\n")[:size]
+
+
+async def serve(name, bind, port, ready_fd=None, idle_timeout=15.0, reply_size=None):
     """Serve HTTP until SIGTERM/SIGINT; raises OSError if the address can't be bound."""
     loop = asyncio.get_running_loop()
     connections = set()
+    body = reply_body(name, reply_size)
     # create_server() calls listen() itself, with 100 unless told: under a burst of
     # hundreds of connects that overflows the accept queue and costs 1 s SYN retries.
     server = await loop.create_server(
-        lambda: HttpProtocol(name, connections, idle_timeout), sock=listen_socket(bind, port), backlog=BACKLOG)
+        lambda: HttpProtocol(name, connections, idle_timeout, body), sock=listen_socket(bind, port), backlog=BACKLOG)
     await serve_until_signalled([server], connections, ready_fd)
 
 
@@ -205,9 +215,12 @@ def main(argv=None):
                         help="default 0.0.0.0: under DR/TUN requests arrive for a VIP held on lo")
     parser.add_argument("--ready-fd", type=int, help="write 'ready\\n' here once listening, then close it")
     parser.add_argument("--idle-timeout", type=float, default=15.0, help="close idle keep-alive connections")
+    parser.add_argument("--reply-size", type=int, help="bytes of every reply body (default: the name's line)")
     args = parser.parse_args(argv)
+    if args.reply_size is not None and args.reply_size < 1:
+        parser.error("--reply-size must be at least 1")
     try:
-        asyncio.run(serve(args.name, args.bind, args.port, args.ready_fd, args.idle_timeout))
+        asyncio.run(serve(args.name, args.bind, args.port, args.ready_fd, args.idle_timeout, args.reply_size))
     except OSError as exc:
         print(f"nslab.apps.http: cannot listen on {args.bind}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
         return 1

@@ -43,6 +43,7 @@ def probe() -> list[Check]:
         _check_nftables(),
         _check_ipvs(),
         _feature_check("ipip", "ipip", "CONFIG_NET_IPIP", _INSIDE_VM),
+        _feature_check("netem", "sch_netem", "CONFIG_NET_SCH_NETEM", _INSIDE_VM),
         _check_modprobe(),
         _check_replay_tools(),
         *_vm_checks(),
@@ -57,6 +58,12 @@ def has_ipvs() -> bool:
 def has_ipip() -> bool:
     """Whether IP-in-IP tunnels (LVS TUN) are usable now or load on demand."""
     return _feature_state("ipip", "CONFIG_NET_IPIP") in ("loaded", "built-in", "module")
+
+
+def has_netem() -> bool:
+    """Whether link impairment works: netem for delay and loss, and tbf for a rate (both load on demand)."""
+    return all(_feature_state(m, k) in ("loaded", "built-in", "module")
+               for m, k in (("sch_netem", "CONFIG_NET_SCH_NETEM"), ("sch_tbf", "CONFIG_NET_SCH_TBF")))
 
 
 # --- individual checks ----------------------------------------------------

@@ -6,7 +6,7 @@ Importing this is cheap: the executor modules import pyroute2 only inside the fu
 from typing import Any, Protocol
 
 from ..plan import actions as A
-from . import addrs, ipvs, keepalived, links, nft, procs, procsys
+from . import addrs, ipvs, keepalived, links, nft, procs, procsys, tc
 
 
 class Executor(Protocol):
@@ -41,9 +41,11 @@ EXECUTORS: dict[type, Executor] = {
     A.AddRoute: addrs.RouteExecutor,
     A.Masquerade: nft.MasqueradeExecutor,
     A.Dnat: nft.DnatExecutor,
+    A.SetImpair: tc.ImpairExecutor,
     A.IpvsService: ipvs.IpvsServiceExecutor,
     A.IpvsDest: ipvs.IpvsDestExecutor,
     A.StartApp: procs.AppExecutor,
+    A.StartProxy: procs.ProxyExecutor,
     A.Exec: procs.ExecExecutor,
     A.StartKeepalived: keepalived.KeepalivedExecutor,
 }

@@ -281,6 +281,54 @@ class AppExecutor:
             end([pid], a.ns)
 
 
+PROXY_READY_TIMEOUT = 60  # seconds until haproxy listens
+
+
+def _listening(ns: str, port: int) -> bool:
+    with netns.entered(ns):
+        with open("/proc/thread-self/net/tcp") as f:
+            rows = [line.split() for line in f.read().splitlines()[1:]]
+    return any(r[3] == "0A" and int(r[1].rpartition(":")[2], 16) == port for r in rows if len(r) > 3)
+
+
+class ProxyExecutor:
+    """haproxy in the node, its configuration written beside the lab's state. Undo data: its pid. A lab
+    process, like the apps."""
+
+    lab_process = True
+
+    @staticmethod
+    def done(s, a):
+        pid = s.journalled.get(a.identity())
+        return bool(pid) and alive_in(pid, a.ns)
+
+    @staticmethod
+    def do(s, a):
+        cfg = os.path.join(s.run_dir, f"{a.node}-haproxy.cfg")
+        with open(os.open(cfg, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600), "w") as f:
+            f.write(a.config)
+        log_path = os.path.join(s.run_dir, f"{a.node}-haproxy.log")
+        try:
+            # A session of its own: it outlives `nslab up` and is not hit by its Ctrl-C.
+            with netns.child_enters(a.ns, new_session=True) as enter, open_log(log_path) as log:
+                proc = subprocess.Popen(["haproxy", "-db", "-f", cfg], stdin=subprocess.DEVNULL, stdout=log,
+                                        stderr=subprocess.STDOUT, preexec_fn=enter, close_fds=True)
+        except FileNotFoundError:
+            raise KernelError("haproxy: command not found (apt-get install haproxy; scripts/install.sh does)") from None
+        deadline = time.monotonic() + PROXY_READY_TIMEOUT
+        while not _listening(a.ns, a.port):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                end([proc.pid], a.ns)
+                raise KernelError(f"haproxy on {a.node} did not start: " + tail(log_path))
+            time.sleep(0.1)
+        return proc.pid
+
+    @staticmethod
+    def undo(s, a, pid):
+        if pid and netns.exists(a.ns):
+            end([pid], a.ns)
+
+
 class ExecExecutor:
     """A start-up command: run once, so done() means the journal holds it. Undo data: None; undo does
     nothing (a command cannot be unrun; what it made goes with its namespace)."""

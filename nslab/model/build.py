@@ -1,15 +1,17 @@
 """Raw YAML data -> Topology dataclasses, checking each field's own shape (the keys, names and limits
 come from spec.py)."""
 
+import re
 import shlex
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 from .diag import Diagnostics
 from .names import bridge_port
-from .schema import (HEALTH_CHECKS, ON_FAILURE, App, Expect, Forward, Health, Interface, Nat, Node, PortForward,
-                     RealServer, Route, Service, Switch, Topology)
-from .spec import (APP, APPS, CHARSET, EXPECT, HEALTH, IFNAME, INTERFACE, LAB_NAME, MAC, MAX_IFNAME, MAX_LAB, MAX_NODE,
-                   NAT, NODE, NODE_NAME, PROTOCOLS, REAL_SERVER, RESERVED_DEVICES, RESERVED_NODES, ROUTE,
+from .schema import (HEALTH_CHECKS, ON_FAILURE, App, Expect, Forward, Health, Impair, Interface, Nat, Node,
+                     PortForward, Proxy, RealServer, Route, Service, Switch, Topology)
+from .spec import (APP, APPS, CHARSET, EXPECT, HEALTH, IFNAME, IMPAIR, INTERFACE, LAB_NAME, MAC, MAX_IFNAME, MAX_LAB,
+                   MAX_NODE, NAT, NODE, NODE_NAME, PATH_PREFIX_TEXT, PROTOCOLS, PROXY, REAL_SERVER, RESERVED_DEVICES,
+                   RESERVED_NODES, ROUTE,
                    SCHEDULERS, SERVICE, SWITCH, SWITCH_NAME, SYSCTL_KEY, TOPOLOGY)
 from .sysctls import netns_sysctl, split_interface_sysctl, sysctl_hint, sysctl_value_problem
 
@@ -17,6 +19,8 @@ from .sysctls import netns_sysctl, split_interface_sysctl, sysctl_hint, sysctl_v
 TOP_KEYS, NODE_KEYS, IF_KEYS, ROUTE_KEYS = TOPOLOGY.names, NODE.names, INTERFACE.names, ROUTE.names
 NAT_KEYS, APP_KEYS, SERVICE_KEYS, RS_KEYS = NAT.names, APP.names, SERVICE.names, REAL_SERVER.names
 EXPECT_KEYS, SWITCH_KEYS, HEALTH_KEYS = EXPECT.names, SWITCH.names, HEALTH.names
+IMPAIR_KEYS, PROXY_KEYS = IMPAIR.names, PROXY.names
+PATH_PREFIX = re.compile(PATH_PREFIX_TEXT)
 
 
 class Builder:
@@ -172,7 +176,7 @@ class Builder:
         out = []
         for i, e in enumerate(raw):
             p = ("expect", i)
-            e = self.mapping(p, e, "from/to/reaches/path/reply_path")
+            e = self.mapping(p, e, "from/to/reaches/path/reply_path/share")
             self.d.unknown_keys(p, e, EXPECT_KEYS)
             if not isinstance(e.get("from"), str) or not isinstance(e.get("to"), str):
                 self.d.error(p, "needs 'from: NODE' and 'to: NODE|SERVICE|IP:PORT'")
@@ -190,7 +194,21 @@ class Builder:
             if "connections" in e:
                 flags["connections"] = self.integer(p + ("connections",), e["connections"],
                                                     *_limits(EXPECT, "connections"))
-            out.append(Expect(sender=e["from"], to=e["to"], reaches=reaches is not False, **flags, **paths))
+            share = self.share(p + ("share",), e["share"]) if "share" in e else ()
+            out.append(Expect(sender=e["from"], to=e["to"], reaches=reaches is not False, share=share, **flags,
+                              **paths))
+        return tuple(out)
+
+    def share(self, path, raw):
+        if not isinstance(raw, dict) or not raw:
+            self.d.error(path, "must map real servers to weights", "e.g. share: {rs1: 3, rs2: 1}")
+            return ()
+        out = []
+        for node, weight in raw.items():
+            if self.name(path + (node,), node, NODE_NAME, MAX_NODE, "node name"):
+                w = self.integer(path + (node,), weight, *_limits(EXPECT, "share", item=True))
+                if w is not None:
+                    out.append((node, w))
         return tuple(out)
 
     def switches(self, raw):
@@ -253,7 +271,8 @@ class Builder:
                     sysctls=self.sysctls(path + ("sysctls",), raw.get("sysctls")),
                     nat=nats, dnat=forwards,
                     exec=self.execs(path + ("exec",), raw.get("exec")),
-                    app=self.app(path + ("app",), raw.get("app")))
+                    app=self.app(path + ("app",), raw.get("app")),
+                    proxy=self.proxy(path + ("proxy",), raw["proxy"]) if "proxy" in raw else None)
 
     def interface(self, path, node, name, raw):
         if self.name(path, name, IFNAME, MAX_IFNAME, "interface name") and name in RESERVED_DEVICES and name != "lo":
@@ -289,7 +308,38 @@ class Builder:
         elif name != "lo" and not switch and not peer and "peer" not in raw and raw.get("switch") is None:
             self.d.error(path, "needs 'switch' or 'peer'", "e.g. switch: lan, or peer: router:eth2")
         mac = self.mac(path + ("mac",), raw["mac"]) if "mac" in raw else None
-        return Interface(name=name, addresses=addrs, switch=switch, peer=peer, mac=mac)
+        impair = self.impair(path + ("impair",), raw["impair"]) if "impair" in raw else None
+        if impair and name == "lo":
+            self.d.error(path + ("impair",), "'lo' never leaves the node: impair an interface on a link")
+        return Interface(name=name, addresses=addrs, switch=switch, peer=peer, mac=mac, impair=impair)
+
+    def impair(self, path, raw):
+        raw = self.mapping(path, raw, "delay/jitter/loss/rate")
+        self.d.unknown_keys(path, raw, IMPAIR_KEYS)
+        if not raw or not any(k in raw for k in IMPAIR.any_of):
+            self.d.error(path, "needs a delay, a loss or a rate", "e.g. impair: {delay: 50ms, loss: 1%}")
+            return None
+        got = {k: _quantity(raw[k], unit) for k, unit in (("delay", _DURATION), ("jitter", _DURATION),
+                                                           ("loss", {"%": 1}), ("rate", _RATE)) if k in raw}
+        hints = {"delay": "e.g. 50ms (us, ms or s)", "jitter": "e.g. 5ms (us, ms or s)",
+                 "loss": "a percentage from 0% to 100%, e.g. 1%",
+                 "rate": "a number and bit, kbit, mbit or gbit, at least 8bit, e.g. 10mbit"}
+        bad = False
+        for key, value in got.items():
+            if value is None or (key == "loss" and value > 100) or (key == "rate" and value < 8):
+                self.d.error(path + (key,), f"{raw[key]!r} is not a {key}", hints[key])
+                bad = True
+        if "jitter" in raw and "delay" not in raw:
+            self.d.error(path + ("jitter",), "jitter varies a delay, and there is none", "add a delay, e.g. 50ms")
+            bad = True
+        elif not bad and got.get("jitter", 0) > got.get("delay", 0):
+            self.d.error(path + ("jitter",), f"a jitter of {raw['jitter']} is more than the delay {raw['delay']}",
+                         "keep jitter at or below the delay")
+            bad = True
+        if bad:
+            return None
+        return Impair(delay_us=round(got.get("delay", 0)), jitter_us=round(got.get("jitter", 0)),
+                      loss_pct=float(got.get("loss", 0)), rate_bit=round(got.get("rate", 0)))
 
     def mac(self, path, value):
         if not isinstance(value, str) or not MAC.match(value.lower()):
@@ -425,19 +475,48 @@ class Builder:
                 out.append(tuple(argv))
         return tuple(out)
 
+    def proxy(self, path, raw):
+        raw = self.mapping(path, raw, "port/servers/paths")
+        self.d.unknown_keys(path, raw, PROXY_KEYS)
+        port = self.integer(path + ("port",), raw["port"], *_limits(PROXY, "port")) if "port" in raw else None
+        servers = raw.get("servers")
+        if not isinstance(servers, list) or not servers or not all(isinstance(x, str) for x in servers):
+            self.d.error(path + ("servers",), "needs a list of the nodes it sends to", "e.g. servers: [rs1, rs2]")
+            servers = []
+        elif len(set(servers)) != len(servers):
+            self.d.error(path + ("servers",), "names a node twice", "list each server once")
+        paths = []
+        for prefix, node in self.mapping(path + ("paths",), raw.get("paths"), "path prefix to node").items():
+            if not isinstance(prefix, str) or not PATH_PREFIX.match(prefix):
+                self.d.error(path + ("paths", prefix), f"{prefix!r} is not a path prefix", "e.g. /api")
+            elif not isinstance(node, str):
+                self.d.error(path + ("paths", prefix), f"{node!r} is not a node name", "e.g. /api: rs2")
+            else:
+                paths.append((prefix, node))
+        return Proxy(servers=tuple(servers), port=port or PROXY.default("port"), paths=tuple(paths))
+
     def app(self, path, raw):
         if raw is None:
             return None
         if isinstance(raw, str):
             raw = {"type": raw}
-        raw = self.mapping(path, raw, "type/port/protocol")
+        raw = self.mapping(path, raw, "type/port/protocol/reply_size")
         self.d.unknown_keys(path, raw, APP_KEYS)
         kind = self.choice(path + ("type",) if "port" in raw or "protocol" in raw else path,
                            raw.get("type"), APPS, "app")
         port = self.integer(path + ("port",), raw["port"], *_limits(APP, "port")) if "port" in raw else None
         proto = self.choice(path + ("protocol",), raw.get("protocol", APP.default("protocol")),
                             APP.fields["protocol"].type.enum, "protocol")
-        return App(kind=kind, port=port, protocol=proto or "tcp") if kind else None
+        size = self.reply_size(path + ("reply_size",), kind, raw["reply_size"]) if "reply_size" in raw else None
+        return App(kind=kind, port=port, protocol=proto or "tcp", reply_size=size) if kind else None
+
+    def reply_size(self, path, kind, value):
+        size = self.integer(path, value, *_limits(APP, "reply_size"))
+        if size is not None and kind == "echo":
+            self.d.error(path, "an echo app sends back what it gets: only an http app takes a reply size",
+                         "use type: http, or remove reply_size")
+            return None
+        return size
 
     def service(self, path, name, raw):
         self.name(path, name, NODE_NAME, MAX_NODE, "service name")
@@ -548,8 +627,24 @@ class Builder:
             return None, None
 
 
-def _limits(obj, key):
-    return obj.fields[key].type.lo, obj.fields[key].type.hi
+_DURATION = {"us": 1, "ms": 1000, "s": 1000000}  # to microseconds
+_RATE = {"bit": 1, "kbit": 1000, "mbit": 1000000, "gbit": 1000000000}  # to bits per second, as tc counts
+
+
+def _quantity(text, units):
+    """'50ms' -> 50000 with units {suffix: factor}; None when it isn't a number with one of them."""
+    if not isinstance(text, str):
+        return None
+    for suffix in sorted(units, key=len, reverse=True):
+        number = text[:-len(suffix)]
+        if text.endswith(suffix) and number.replace(".", "", 1).isdigit() and number[0].isdigit():
+            return float(number) * units[suffix]
+    return None
+
+
+def _limits(obj, key, item=False):
+    kind = obj.fields[key].type.value if item else obj.fields[key].type  # item: a Map's values
+    return kind.lo, kind.hi
 
 
 def build(source) -> tuple[Topology, Diagnostics]:

@@ -68,6 +68,7 @@ class AppEndpoint:
     port: int
     protocol: str  # tcp | udp | both (echo only)
     serves: str | None = None  # the service whose port it took, if any
+    reply_size: int | None = None  # http: bytes of each reply body; None: just the node's name
 
     @property
     def traffic(self) -> str:
@@ -147,6 +148,29 @@ class PortForwardFacts:
     protocol: str
     server: str | None  # the node that holds to_ip
 
+
+@dataclass(frozen=True)
+class ImpairFact:
+    """An impaired interface and the neighbour verify measures it against (pings leave through it)."""
+
+    node: str
+    iface: str
+    impair: object  # schema.Impair
+    neighbour: str | None  # a node on the same segment, in the same subnet; None: nobody to ping
+    neighbour_ip: IPv4Address | None
+    back: object = None  # the neighbour's own Impair on that segment: the replies pass it
+
+
+@dataclass(frozen=True)
+class ProxyFacts:
+    """haproxy in a node: where it listens and where each server's app is."""
+
+    node: str
+    address: IPv4Address | None  # the node's first address: where a client sends
+    port: int
+    servers: tuple[tuple[str, IPv4Address | None, int], ...]  # (node, address, app port)
+    paths: tuple[tuple[str, str], ...]  # (prefix, node)
+
     @property
     def target(self) -> str:
         return f"{self.address}:{self.port}"
@@ -166,6 +190,8 @@ class ResolvedLab:
     segment_of_iface: dict  # (node, iface) -> segment name
     holders_of: dict  # ip (text) -> nodes that accept packets for it, whoever declares it first
     port_forwards: tuple[PortForwardFacts, ...] = ()
+    impairs: tuple[ImpairFact, ...] = ()
+    proxies: tuple[ProxyFacts, ...] = ()
 
     def ns(self, node: str) -> str:
         return names.node_ns(self.name, node)
@@ -224,7 +250,8 @@ def resolve(topo: Topology) -> ResolvedLab:
     return ResolvedLab(topology=topo, name=topo.name, fabric_ns=names.fabric_ns(topo.name),
                        segments=segments, taps=_taps(topo, segments, services), apps=_apps(topo),
                        services=services, segment_of_iface=seg_of, holders_of=holders,
-                       port_forwards=_port_forwards(topo, holders))
+                       port_forwards=_port_forwards(topo, holders),
+                       impairs=_impairs(topo, {s.name: s for s in segments}, seg_of), proxies=_proxies(topo))
 
 
 def _port_forwards(topo, holders):
@@ -235,6 +262,36 @@ def _port_forwards(topo, holders):
             addrs = iface.addresses if iface else [a for i in node.interfaces if i.name != "lo" for a in i.addresses]
             out.append(PortForwardFacts(node.name, addrs[0].ip if addrs else None, f.port, f.to_ip, f.to_port,
                                         f.protocol, next(iter(holders.get(str(f.to_ip), ())), None)))
+    return tuple(out)
+
+
+def _proxies(topo):
+    """Each proxy's servers at their app's address and port (missing ones left out: rules.py names them)."""
+    apps = {a.node: a for a in _apps(topo)}
+    out = []
+    for node in topo.nodes:
+        if node.proxy:
+            addr = next((a.ip for i in node.interfaces if i.name != "lo" for a in i.addresses), None)
+            servers = tuple((n, apps[n].address, apps[n].port) for n in node.proxy.servers if n in apps)
+            out.append(ProxyFacts(node.name, addr, node.proxy.port, servers, node.proxy.paths))
+    return tuple(out)
+
+
+def _impairs(topo, seg_by_name, seg_of):
+    out = []
+    for node in topo.nodes:
+        for iface in node.interfaces:
+            if not iface.impair:
+                continue
+            seg = seg_by_name.get(seg_of.get((node.name, iface.name)))
+            near = [(e, b.ip) for e in (seg.ends if seg else ()) if e.node != node.name
+                    for b in e.addresses for a in iface.addresses if b.ip in a.network]
+            if not near:
+                out.append(ImpairFact(node.name, iface.name, iface.impair, None, None))
+                continue
+            end, ip = near[0]
+            back = topo.node(end.node).interface(end.iface).impair
+            out.append(ImpairFact(node.name, iface.name, iface.impair, end.node, ip, back))
     return tuple(out)
 
 
@@ -308,7 +365,7 @@ def _apps(topo):
         port, protocol, serves = _app_port(topo, node)
         addr = next((a.ip for i in node.interfaces if i.name != "lo" for a in i.addresses), None)
         out.append(AppEndpoint(node.name, node.app.kind, addr, port,
-                               protocol if node.app.kind == "echo" else "tcp", serves))
+                               protocol if node.app.kind == "echo" else "tcp", serves, node.app.reply_size))
     return tuple(out)
 
 

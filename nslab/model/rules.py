@@ -45,10 +45,32 @@ def check(lab: ResolvedLab, d) -> None:
             if forward.iface and forward.iface not in names:
                 d.error(npath + ("nat",), f"{node.name} has no interface '{forward.iface}' for a port forward to "
                         "arrive on", "one of: " + ", ".join(names))
+    for node in topo.nodes:
+        if node.proxy:
+            _check_proxy(topo, node, d)
     for svc in topo.services:
         _check_service(topo, lab.service(svc.name), d)
     for i, e in enumerate(topo.expect):
         _check_expect(topo, e, ("expect", i), d)
+
+
+def _check_proxy(topo, node, d):
+    path = ("nodes", node.name, "proxy")
+    servers = node.proxy.servers
+    for j, name in enumerate(servers):
+        if not topo.has_node(name):
+            d.error(path + ("servers", j), f"node '{name}' does not exist",
+                    "one of: " + ", ".join(n.name for n in topo.nodes))
+        elif not topo.node(name).app or topo.node(name).app.kind != "http":
+            d.error(path + ("servers", j), f"{name} has no http app for the proxy to send to",
+                    f"set nodes.{name}.app: http")
+    for prefix, name in node.proxy.paths:
+        if name not in servers:
+            d.error(path + ("paths", prefix), f"'{name}' is not one of the proxy's servers",
+                    "one of: " + ", ".join(servers))
+    if node.app and (node.app.port or 80) == node.proxy.port:
+        d.error(path + ("port",), f"{node.name}'s app already listens on port {node.proxy.port}",
+                "give the proxy or the app another port")
 
 
 def _check_expect(topo, e, path, d):
@@ -62,6 +84,25 @@ def _check_expect(topo, e, path, d):
         for j, node in enumerate(getattr(e, key)):
             if not topo.has_node(node):
                 d.error(path + (key, j), f"node '{node}' does not exist", f"one of: {known}")
+    if e.share:
+        _check_share(topo, e, path, d)
+
+
+def _check_share(topo, e, path, d):
+    svc = next((s for s in topo.services if s.name == e.to), None)
+    if svc is None:
+        d.error(path + ("share",), f"a share splits a service's connections, and '{e.to}' is no service",
+                "set `to:` to a service name" + (f": one of {', '.join(s.name for s in topo.services)}"
+                                                 if topo.services else ""))
+        return
+    servers = [r.node for r in svc.real_servers]
+    for node, _ in e.share:
+        if node not in servers:
+            d.error(path + ("share", node), f"'{node}' is not a real server of service '{svc.name}'",
+                    "one of: " + ", ".join(servers))
+    if not any(w for _, w in e.share):
+        d.error(path + ("share",), "every weight is 0: nothing could be expected to answer",
+                "give at least one real server a weight above 0")
 
 
 def _check_peer(topo, node, iface, ipath, d):

@@ -30,12 +30,23 @@ class Switch:
 
 
 @dataclass(frozen=True)
+class Impair:
+    """netem (and tbf) on what an interface sends."""
+
+    delay_us: int = 0
+    jitter_us: int = 0
+    loss_pct: float = 0.0
+    rate_bit: int = 0  # bits per second; 0: no limit
+
+
+@dataclass(frozen=True)
 class Interface:
     name: str
     addresses: tuple[IPv4Interface, ...] = ()
     switch: str | None = None
     peer: tuple[str, str] | None = None  # (node, interface) of a direct link
     mac: str | None = None
+    impair: Impair | None = None
 
 
 @dataclass(frozen=True)
@@ -74,6 +85,16 @@ class App:
     kind: str  # one of APPS
     port: int | None = None  # None: the port of the service it serves, else 80 (http) / 7 (echo)
     protocol: str = "tcp"
+    reply_size: int | None = None  # http: bytes of each reply body; None: just the node's name
+
+
+@dataclass(frozen=True)
+class Proxy:
+    """haproxy in a node: round robin over `servers`, a path prefix to one server."""
+
+    servers: tuple[str, ...]
+    port: int = 80
+    paths: tuple[tuple[str, str], ...] = ()  # (prefix, node)
 
 
 @dataclass(frozen=True)
@@ -87,6 +108,7 @@ class Node:
     dnat: tuple[PortForward, ...] = ()  # port forwards, from the `dnat:` entries of `nat:`
     exec: tuple[tuple[str, ...], ...] = ()
     app: App | None = None
+    proxy: Proxy | None = None
 
     def interface(self, name: str) -> Interface | None:
         return next((i for i in self.interfaces if i.name == name), None)
@@ -154,6 +176,7 @@ class Expect:
     traceroute: bool = False  # TTL-limited probes are answered by each router of `path` in turn
     switch_learning: bool = False  # the shared switch floods the first frame to `to`, then learns its port
     connections: int | None = None  # connections held open at once, each its own client port (the 4-tuple)
+    share: tuple[tuple[str, int], ...] = ()  # (real server, weight): the split of a service's connections
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ SWITCH_NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
 SYSCTL_KEY = re.compile(r"^net\.[A-Za-z0-9_.-]+$")
 MAC = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
 MAX_IFNAME = 15  # IFNAMSIZ - 1
+MAX_REPLY = 64 * 1024 * 1024  # an http reply body the app builds once, in memory
 CHARSET = {LAB_NAME.pattern: "lowercase letters and digits, '-' between them, starting with a letter",
            IFNAME.pattern: "letters, digits, '_', '.', '-', starting with a letter",
            SWITCH_NAME.pattern: "lowercase letters, digits, '_', '-', starting with a letter"}
@@ -49,6 +50,10 @@ UNICAST_MAC_TEXT = r"^[0-9a-fA-F][02468aceACE](:[0-9a-fA-F]{2}){5}$"  # the low 
 NO_NUL_TEXT = r"^[^\x00]*$"  # exec() refuses a NUL in a word
 COMMAND_TEXT = r"^[^\x00]*[^\s\x00][^\x00]*$"  # some words, no NUL
 SYSCTL_VALUE_TEXT = r"\S"
+PATH_PREFIX_TEXT = r"^/[A-Za-z0-9._~/-]*$"
+DURATION_TEXT = r"^[0-9]+(\.[0-9]+)?(us|ms|s)$"
+PERCENT_TEXT = r"^(100(\.0+)?|[0-9]{1,2}(\.[0-9]+)?)%$"
+RATE_TEXT = r"^[0-9]+(\.[0-9]+)?(bit|kbit|mbit|gbit)$"
 
 
 @dataclass(frozen=True)
@@ -172,7 +177,18 @@ EXPECT = Obj("expect", "A lab's own claim for `verify`: traffic from a node to a
                  Key("connections", Int(1, 10000), "Open this many TCP connections at once from `from` to `to` (a "
                      "node's app or IP:PORT) and hold them: each needs a client port of its own, and the server's "
                      "socket table shows each 4-tuple."),
+                 Key("share", Map(NODE_REF, Int(0, 65535), min_items=1),
+                     "`to` a service: how its connections should split among its real servers, as weights, e.g. "
+                     "{rs1: 3, rs2: 1}; verify sends many requests and compares."),
              ))
+IMPAIR = Obj("impair", "Link impairment on the packets leaving this interface (the kernel's netem, and tbf for a "
+              "rate): the loss and delay of a long or bad line. Needs sch_netem (and sch_tbf).", (
+                  Key("delay", Text(pattern=DURATION_TEXT), "Added to every packet, e.g. 50ms (us, ms, s)."),
+                  Key("jitter", Text(pattern=DURATION_TEXT), "The delay varies this much either way, e.g. 5ms; needs "
+                      "a delay."),
+                  Key("loss", Text(pattern=PERCENT_TEXT), "The share of packets dropped at random, e.g. 1%."),
+                  Key("rate", Text(pattern=RATE_TEXT), "The line's speed, e.g. 10mbit (bit, kbit, mbit, gbit)."),
+              ), any_of=("delay", "loss", "rate"))
 INTERFACE = Obj("interface", "A network interface of a node: on a switch, on a direct link to another node's "
                 "interface, or the loopback 'lo' (addresses only).", (
                     Key("switch", Text(min_length=1), "The switch (L2 segment) this interface is plugged into.",
@@ -185,6 +201,8 @@ INTERFACE = Obj("interface", "A network interface of a node: on a switch, on a d
                         "length (as well as or instead of 'address').", nullable=True),
                     Key("mac", Text(pattern=UNICAST_MAC_TEXT, forbid=("00:00:00:00:00:00",)),
                         "The interface's MAC address (unicast), e.g. 02:00:00:00:00:01; default: the kernel's."),
+                    Key("impair", Ref("impair"), "Delay, jitter, loss and a rate limit on what this interface sends, "
+                        "e.g. {delay: 50ms, jitter: 5ms, loss: 1%, rate: 10mbit}."),
                 ), not_both=("switch", "peer"))
 ROUTE = Obj("route", "A static route in the node's main table.", (
     Key("to", Text(pattern=NETWORK_TEXT), "'default' or a prefix with no host bits set, e.g. 10.1.0.0/24.",
@@ -209,7 +227,18 @@ APP = Obj("app", "A built-in server in the node.", (
     Key("port", PORT, "The port it listens on; default: the port of the service it serves, else 80 (http) or "
         "7 (echo)."),
     Key("protocol", Text(enum=PROTOCOLS + ("both",)), "tcp, udp or both.", default="tcp"),
+    Key("reply_size", Int(1, MAX_REPLY), "http: the bytes of every reply's body (the node's name, then "
+        "filler), e.g. 100000 to see large replies cross, or bypass, a director; default: just the name."),
 ))
+PROXY = Obj("proxy", "An HTTP reverse proxy in the node: Debian's haproxy, started by nslab. It ends each client's "
+             "TCP connection and opens its own to a server (layer 7), and can choose the server by the request's "
+             "path, which IPVS (layer 4) never sees.", (
+                 Key("port", PORT, "The port it listens on, on every address of the node.", default=80),
+                 Key("servers", List(NODE_REF, unique=True, min_items=1), "Nodes with an http app: each new "
+                     "connection goes to the next (round robin).", required=True),
+                 Key("paths", Map(Text(pattern=PATH_PREFIX_TEXT), NODE_REF, min_items=1),
+                     "A path prefix to the one server that answers it, e.g. {/api: rs2}.", nullable=True),
+             ))
 COMMAND = Either((Text(pattern=COMMAND_TEXT, doc="a command line, split into words like a shell would"),
                   List(Either((Text(pattern=NO_NUL_TEXT), Int())), min_items=1, doc="the command's words")))
 NODE = Obj("node", "A host or router: one network namespace.", (
@@ -229,6 +258,7 @@ NODE = Obj("node", "A host or router: one network namespace.", (
     Key("exec", List(COMMAND), "Commands run once when the lab is built (argv, never a shell).", nullable=True),
     Key("app", Either((Text(enum=APPS, doc="the app's type, with its defaults"), Ref("app"))),
         "A built-in server: http or echo, or {type, port, protocol}.", nullable=True),
+    Key("proxy", Ref("proxy"), "An HTTP reverse proxy (haproxy) in front of other nodes' http apps."),
 ))
 REAL_SERVER = Obj("real_server", "A real server of an LVS service: a node.", (
     Key("weight", Int(0, 65535), "Its IPVS weight; 0 sends it no new connections.", default=1),
@@ -291,5 +321,5 @@ TOPOLOGY = Obj("topology", "An nslab lab: switches, nodes, LVS services and expe
         nullable=True),
     Key("expect", List(Ref("expect")), "Claims `verify` checks.", nullable=True),
 ))
-OBJECTS = {o.name: o for o in (TOPOLOGY, SWITCH, NODE, INTERFACE, ROUTE, NAT, APP, SERVICE, HEALTH, REAL_SERVER,
-                               EXPECT)}
+OBJECTS = {o.name: o for o in (TOPOLOGY, SWITCH, NODE, INTERFACE, IMPAIR, ROUTE, NAT, APP, PROXY, SERVICE, HEALTH,
+                               REAL_SERVER, EXPECT)}

@@ -218,6 +218,37 @@ class Dnat(Action):
 
 
 @dataclass(frozen=True)
+class SetImpair(Action):
+    """netem on what an interface sends (delay, jitter, loss), and tbf beneath it for a rate."""
+
+    dev: str = ""
+    delay_us: int = 0
+    jitter_us: int = 0
+    loss_pct: float = 0.0
+    rate_bit: int = 0
+
+    TBF_LATENCY_MS = 200  # how long a packet may wait in tbf's queue before it is dropped
+
+    @property
+    def burst(self) -> int:
+        """tbf's bucket in bytes: 10 ms at the rate, never below one full frame (a smaller one sends nothing)."""
+        return max(1600, self.rate_bit // 8 // 100)
+
+    def argvs(self):
+        tc = ["ip", "netns", "exec", self.ns, "tc", "qdisc", "replace", "dev", self.dev]
+        netem = [*tc, "root", "handle", "1:", "netem"]
+        if self.delay_us:
+            netem += ["delay", f"{self.delay_us}us"] + ([f"{self.jitter_us}us"] if self.jitter_us else [])
+        if self.loss_pct:
+            netem += ["loss", f"{self.loss_pct:g}%"]
+        out = [netem]
+        if self.rate_bit:
+            out.append([*tc, "parent", "1:1", "handle", "10:", "tbf", "rate", f"{self.rate_bit}bit", "burst",
+                        str(self.burst), "latency", f"{self.TBF_LATENCY_MS}ms"])
+        return out
+
+
+@dataclass(frozen=True)
 class IpvsService(Action):
     protocol: str = "tcp"
     vip: str = ""
@@ -259,11 +290,14 @@ class StartApp(Action):
     kind: str = "http"
     port: int = 80
     protocol: str = "tcp"
+    reply_size: int | None = None  # http: bytes of each reply body
 
     def app_argv(self) -> list[str]:
         argv = [sys.executable, "-m", f"nslab.apps.{self.kind}", "--name", self.node, "--port", str(self.port)]
         if self.kind == "echo":
             argv += ["--protocol", self.protocol]
+        if self.reply_size:
+            argv += ["--reply-size", str(self.reply_size)]
         return argv
 
     def argvs(self):
@@ -271,6 +305,27 @@ class StartApp(Action):
 
     def commands(self):
         return [c + " &" for c in super().commands()]
+
+
+@dataclass(frozen=True)
+class StartProxy(Action):
+    """haproxy started inside the node with a configuration of nslab's, recorded in the state like an app."""
+
+    node: str = ""
+    port: int = 80
+    config: str = ""  # haproxy.cfg, written beside the lab's state
+
+    @property
+    def config_path(self) -> str:
+        lab = self.ns[: -len(self.node) - 1]
+        return f"/run/nslab/{lab}/{self.node}-haproxy.cfg"
+
+    def argvs(self):
+        return [["ip", "netns", "exec", self.ns, "haproxy", "-db", "-f", self.config_path]]
+
+    def commands(self):
+        return [f"mkdir -p {shlex.quote(self.config_path.rpartition('/')[0])}",
+                f"cat > {shlex.quote(self.config_path)} <<'EOF'\n{self.config}EOF"] + [c + " &" for c in super().commands()]
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@ from ..model.resolve import ResolvedLab
 from ..model.schema import Forward
 from . import keepalived
 from .actions import (AddAddress, AddBridge, AddNetns, AddRoute, AddTunnel, AddVeth, Dnat, Exec, IpvsDest,
-                      IpvsService, Masquerade, StartApp, StartKeepalived, Sysctl)
+                      IpvsService, Masquerade, SetImpair, StartApp, StartKeepalived, StartProxy, Sysctl)
+from .haproxy import config as haproxy_config
 
 
 class _Sysctls:
@@ -70,6 +71,7 @@ def plan(rlab: ResolvedLab) -> list:
             out += [AddAddress(ns, dev=iface.name, cidr=str(a), reason=f"{node.name}:{iface.name} is {a.ip} on "
                                f"{a.network}") for a in iface.addresses]
     out += _service_addresses(rlab)
+    out += _impairs(rlab)
     for node in topo.nodes:
         ns = names.node_ns(lab, node.name)
         out += sysctl.actions(ns, interface_keys=True)
@@ -89,6 +91,10 @@ def plan(rlab: ResolvedLab) -> list:
     out += _ipvs(rlab)
     out += _apps(rlab)
     out += _keepalived(rlab)
+    out += [StartProxy(rlab.ns(p.node), node=p.node, port=p.port, config=haproxy_config(p),
+                       reason=f"haproxy on {p.node}: ends each client's connection on port {p.port} and opens its "
+                       f"own to {', '.join(n for n, _, _ in p.servers)}" + (", choosing by path" if p.paths else ""))
+            for p in rlab.proxies]
     for node in topo.nodes:
         ns = names.node_ns(lab, node.name)
         out += [Exec(ns, argv=argv, node=node.name, reason=f"nodes.{node.name}.exec") for argv in node.exec]
@@ -164,6 +170,23 @@ def _links(rlab):
     return out
 
 
+def _impairs(rlab):
+    out = []
+    for node in rlab.topology.nodes:
+        for iface in node.interfaces:
+            m = iface.impair
+            if m:
+                what = ", ".join(w for w in (m.delay_us and f"{m.delay_us / 1000:g} ms delay"
+                                             + (f" ±{m.jitter_us / 1000:g} ms" if m.jitter_us else ""),
+                                             m.loss_pct and f"{m.loss_pct:g}% loss",
+                                             m.rate_bit and f"a {m.rate_bit / 1e6:g} Mbit/s line") if w)
+                out.append(SetImpair(rlab.ns(node.name), dev=iface.name, delay_us=m.delay_us, jitter_us=m.jitter_us,
+                                     loss_pct=m.loss_pct, rate_bit=m.rate_bit,
+                                     reason=f"nodes.{node.name}.interfaces.{iface.name}.impair: {what} on what "
+                                     f"{node.name} sends out of {iface.name}"))
+    return out
+
+
 def _service_addresses(rlab):
     out = []
     for svc in rlab.services:
@@ -205,7 +228,9 @@ def _ipvs(rlab):
 
 def _apps(rlab):
     return [StartApp(rlab.ns(app.node), node=app.node, kind=app.kind, port=app.port, protocol=app.protocol,
-                     reason=f"built-in {app.kind} server on {app.node}, answering with its name")
+                     reply_size=app.reply_size,
+                     reason=f"built-in {app.kind} server on {app.node}, answering with its name"
+                     + (f" in {app.reply_size}-byte replies" if app.reply_size else ""))
             for app in rlab.apps]
 
 

@@ -314,6 +314,23 @@ NEEDS = {
 }
 
 
+STICKY = ("sh", "mh", "dh")  # the real server follows from a hash of the client (sh, mh) or of the VIP (dh)
+LEAST = ("lc", "wlc", "sed", "nq")  # the real server follows from the director's connection counts
+
+
+def experiment(svc: ServiceFacts) -> str | None:
+    """The experiment verify/services.py runs to prove svc's scheduler: 'sticky' (several client addresses,
+    each kept on one real server), 'least' (connections held open on one real server, new ones judged
+    against the director's counts), or None (rr/wrr: the share of many requests; the rest: SKIP)."""
+    if svc.protocol != "tcp":
+        return None
+    if svc.persistence or svc.scheduler in STICKY:
+        return "sticky"
+    if svc.scheduler in LEAST:
+        return "least"
+    return None
+
+
 def check_scheduler(svc: ServiceFacts, by_server: dict) -> Result:
     n = sum(by_server.values())
     want = expected_share(svc, n)
@@ -372,6 +389,6 @@ def run_checks(ctx: Context) -> list:
             results.append(r)
     if ctx.service:
         results.append(check_lvs(ctx, ctx.service))
-        if ctx.traffic and ctx.traffic.get("by_server"):
+        if ctx.traffic and ctx.traffic.get("by_server") and experiment(ctx.service) is None:
             results.append(check_scheduler(ctx.service, ctx.traffic["by_server"]))
     return results

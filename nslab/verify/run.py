@@ -9,10 +9,11 @@ from ..kernel import addrs, netns, observe, procs, procsys as sysctl
 from ..kernel.session import Session
 from ..model.resolve import ResolvedLab, ServiceFacts
 from ..model.schema import Forward
-from . import concepts, learning, lessons, ports, traceroute, walk
+from . import balance, concepts, learning, lessons, ports, traceroute, walk
 from .sniff import Capture
 
 QUIET_SECONDS = 0.2  # after the traffic: wait until no frame arrived for this long (closing FINs in flight)
+SHARE_COUNT = 40  # requests behind an expected share
 CONCURRENCY = 10  # requests in flight: a broken lab's timeouts then cost count/10 x timeout, not count x
 
 
@@ -148,6 +149,11 @@ def expectations(lab: ResolvedLab) -> list:
     out = []
     for i, exp in enumerate(lab.topology.expect):
         target = pick_target(lab, exp.to)
+        if exp.share:
+            traffic = send(lab, exp.sender, target, SHARE_COUNT, CONCURRENCY)
+            out.append(balance.check_expected_share(i, exp, target.service, traffic.get("by_server") or {}))
+            if not (exp.path or exp.reply_path):
+                continue
         frames, traffic, _ = capture_traffic(lab, exp.sender, target, count=1)
         w, net, _ = analyse(lab, exp.sender, target, frames, traffic)
         out.append(concepts.check_expectation(i, exp, w, traffic))

@@ -53,14 +53,19 @@ nodes:
     interfaces:
       eth0: {switch: lan, address: 10.0.0.2/24}
     gateway: 10.0.0.1
+  proxy:
+    interfaces:
+      eth0: {switch: lan, address: 10.0.0.40/24}
+    gateway: 10.0.0.1
+    proxy: {port: 8080, servers: [rs1], paths: {/api: rs1}}
   rs1:
     interfaces:
       eth0: {switch: lan, address: 10.0.0.11/24}
     gateway: 10.0.0.2
-    app: {type: http, port: 8080, protocol: tcp}
+    app: {type: http, port: 8080, protocol: tcp, reply_size: 2048}
   rs2:
     interfaces:
-      eth0: {switch: lan, address: 10.0.0.12/24}
+      eth0: {switch: lan, address: 10.0.0.12/24, impair: {delay: 20ms, jitter: 1.5ms, loss: 0.5%, rate: 100mbit}}
     gateway: 10.0.0.2
     app: echo
   sorry:
@@ -99,12 +104,13 @@ services:
 expect:
   - {from: client, to: web, reaches: true, path: [client, router, director], reply_path: [director, router, client],
      same_ip: false, traceroute: false, switch_learning: false, connections: 2}
+  - {from: client, to: web, share: {rs1: 2, rs2: 1}}
 """
 
 GOOD = [FULL, (ROOT / "tests/unit/test_model_errors.py").read_text().split('GOOD = """\\\n')[1].split('"""')[0]]
 
 # Golden inputs the schema alone can tell are wrong: unknown keys, wrong types, bad enum values and names.
-GOLDEN_REJECTED = ["unknown-key-typo", "line-breaks-unicode", "scheduler-unknown", "vip-number", "vip-without-port",
+GOLDEN_REJECTED = ["unknown-key-typo", "impair-bad", "app-reply-size", "line-breaks-unicode", "scheduler-unknown", "vip-number", "vip-without-port",
                    "gateway-boolean", "addresses-as-numbers", "address-without-prefix", "address-bad-octet",
                    "lab-name-invalid", "name-missing", "nodes-empty", "node-name-invalid", "node-name-reserved",
                    "interface-name-too-long", "interface-named-all", "interface-named-tunl0", "switch-named-lo",
@@ -121,7 +127,8 @@ HAND_MADE = [
     ("forwarding method", "    forward: nat", "    forward: snat"),
     ("protocol", "    protocol: tcp\n", "    protocol: sctp\n"),
     ("app type", "app: echo", "app: ftp"),
-    ("app without type", "app: {type: http, port: 8080, protocol: tcp}", "app: {port: 8080}"),
+    ("app without type", "app: {type: http, port: 8080, protocol: tcp, reply_size: 2048}", "app: {port: 8080}"),
+    ("reply size range", "reply_size: 2048", "reply_size: 0"),
     ("weight range", "weight: 2", "weight: -1"),
     ("persistence type", "persistence: 300", "persistence: five minutes"),
     ("port range", "port: 8080}\n", "port: 70000}\n"),
@@ -135,6 +142,13 @@ HAND_MADE = [
     ("switch ageing", "{name: lan, ageing: 300}", "{name: lan, ageing: -1}"),
     ("switch without a name", "{name: lan, ageing: 300}", "{ageing: 300}"),
     ("reaches not a boolean", "reaches: true", "reaches: 1"),
+    ("share weight range", "share: {rs1: 2, rs2: 1}", "share: {rs1: -2, rs2: 1}"),
+    ("share empty", "share: {rs1: 2, rs2: 1}", "share: {}"),
+    ("impair loss", "loss: 0.5%", "loss: 101%"),
+    ("impair rate unit", "rate: 100mbit", "rate: 100mbps"),
+    ("proxy without servers", "proxy: {port: 8080, servers: [rs1], paths: {/api: rs1}}", "proxy: {port: 8080}"),
+    ("proxy path", "paths: {/api: rs1}", "paths: {api: rs1}"),
+    ("impair empty", "impair: {delay: 20ms, jitter: 1.5ms, loss: 0.5%, rate: 100mbit}", "impair: {}"),
 ]
 
 
