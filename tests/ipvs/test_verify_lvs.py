@@ -27,6 +27,10 @@ def test_verify_passes_on_shipped_lvs_labs(root_dir, lab):
     ("broken/nat-wrong-gateway.yaml", "rs1 sent its reply from 10.1.0.11 to 192.168.1.10 through router, not "
                                       "through the director director"),
     ("broken/tun-strict-rp-filter.yaml", "rp_filter (1, strict) drops such packets silently"),
+    ("broken/replies-dr-via-director.yaml", "the reply crossed the director director"),
+    ("broken/l4l7-proxy-no-route.yaml", "a request from client failed: timed out"),
+    ("broken/schedulers-weights.yaml", "the service runs wrr with weights rs1 1, rs2 1: "
+                                       "services.web.real_servers.rs1.weight"),
 ])
 def test_broken_labs_fail_and_say_why(root_dir, path, expected):
     report = api.verify(str(root_dir / "topologies" / path))
