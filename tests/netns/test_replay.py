@@ -26,6 +26,9 @@ def _shipped():
         rel = str(path.relative_to(TOPOLOGIES))
         topo = api.load_topology(str(path))
         marks = []
+        if any(i.impair for n in topo.nodes for i in n.interfaces):
+            marks.append(pytest.mark.skipif(not caps.has_netem(), reason="impairs a link: needs sch_netem and "
+                                            "sch_tbf; run in nslab vm"))
         if topo.services:
             tun = any(svc.forward is Forward.TUN for svc in topo.services)
             marks.append(pytest.mark.skipif(not caps.has_ipvs() or (tun and not caps.has_ipip()),
