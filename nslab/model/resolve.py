@@ -148,6 +148,10 @@ class PortForwardFacts:
     protocol: str
     server: str | None  # the node that holds to_ip
 
+    @property
+    def target(self) -> str:
+        return f"{self.address}:{self.port}"
+
 
 @dataclass(frozen=True)
 class ImpairFact:

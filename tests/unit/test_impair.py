@@ -5,35 +5,67 @@ from nslab import api, model
 from nslab.verify import impair
 
 LINE = "{delay: 25ms, jitter: 2ms, loss: 2%, rate: 10mbit}"
+# A line impaired on both ends, to far; a plain cable to near.
+LAB = """\
+name: impair
+description: a long, lossy, rate-limited line to one server, a plain cable to another
+switches: [home, lan]
+nodes:
+  client:
+    interfaces:
+      eth0: {switch: home, address: 192.168.1.10/24}
+    gateway: 192.168.1.1
+  router:
+    forward: true
+    interfaces:
+      eth0: {switch: home, address: 192.168.1.1/24}
+      eth1: {switch: lan, address: 10.0.0.1/24}
+      eth2:
+        peer: far:eth0
+        address: 203.0.113.1/24
+        impair: {delay: 25ms, jitter: 2ms, loss: 2%, rate: 10mbit}
+  near:
+    interfaces:
+      eth0: {switch: lan, address: 10.0.0.10/24}
+    gateway: 10.0.0.1
+    app: http
+  far:
+    interfaces:
+      eth0:
+        peer: router:eth2
+        address: 203.0.113.10/24
+        impair: {delay: 25ms, jitter: 2ms, loss: 2%, rate: 10mbit}
+    gateway: 203.0.113.1
+    app: http
+"""
 
 
-def resolved(root_dir, edit=lambda t: t):
-    text = edit((root_dir / "topologies" / "impair.yaml").read_text())
-    return model.resolve(model.loads(text, "impair.yaml"))
+def resolved(edit=lambda t: t):
+    return model.resolve(model.loads(edit(LAB), "impair.yaml"))
 
 
-def test_units_become_microseconds_percent_and_bits(root_dir):
-    fact = resolved(root_dir).impairs[0]
+def test_units_become_microseconds_percent_and_bits():
+    fact = resolved().impairs[0]
     m = fact.impair
     assert (m.delay_us, m.jitter_us, m.loss_pct, m.rate_bit) == (25000, 2000, 2.0, 10_000_000)
-    assert (fact.node, fact.iface, fact.neighbour, str(fact.neighbour_ip)) == ("router", "eth1", "server", "203.0.113.10")
-    assert fact.back == m  # the server's end of the line is impaired too: the replies pass it
+    assert (fact.node, fact.iface, fact.neighbour, str(fact.neighbour_ip)) == ("router", "eth2", "far", "203.0.113.10")
+    assert fact.back == m  # far's end of the line is impaired too: the replies pass it
 
 
-def test_plan_prints_netem_then_tbf(root_dir):
-    topo = model.loads((root_dir / "topologies" / "impair.yaml").read_text(), "impair.yaml")
+def test_plan_prints_netem_then_tbf():
+    topo = model.loads(LAB, "impair.yaml")
     lines = [c for a in api.plan(topo) if type(a).__name__ == "SetImpair" for c in a.commands()]
     assert lines == [
-        "ip netns exec impair-router tc qdisc replace dev eth1 root handle 1: netem delay 25000us 2000us loss 2%",
-        "ip netns exec impair-router tc qdisc replace dev eth1 parent 1:1 handle 10: tbf rate 10000000bit burst "
+        "ip netns exec impair-router tc qdisc replace dev eth2 root handle 1: netem delay 25000us 2000us loss 2%",
+        "ip netns exec impair-router tc qdisc replace dev eth2 parent 1:1 handle 10: tbf rate 10000000bit burst "
         "12500 latency 200ms",
-        "ip netns exec impair-server tc qdisc replace dev eth0 root handle 1: netem delay 25000us 2000us loss 2%",
-        "ip netns exec impair-server tc qdisc replace dev eth0 parent 1:1 handle 10: tbf rate 10000000bit burst "
+        "ip netns exec impair-far tc qdisc replace dev eth0 root handle 1: netem delay 25000us 2000us loss 2%",
+        "ip netns exec impair-far tc qdisc replace dev eth0 parent 1:1 handle 10: tbf rate 10000000bit burst "
         "12500 latency 200ms"]
 
 
-def test_judge_round_trips_and_losses(root_dir):
-    fact = resolved(root_dir).impairs[0]  # 50 ms ±4 ms a round trip, 3.96% loss
+def test_judge_round_trips_and_losses():
+    fact = resolved().impairs[0]  # 50 ms ±4 ms a round trip, 3.96% loss
     ok = impair.judge("i", fact, [51.0 + k % 5 for k in range(38)], 40)
     assert ok.status == "PASS" and "for a 50 ms delay ±4" in ok.summary, ok.summary
     fast = impair.judge("i", fact, [0.2] * 40, 40)
@@ -41,7 +73,7 @@ def test_judge_round_trips_and_losses(root_dir):
     lossy = impair.judge("i", fact, [51.0] * 20, 40)
     assert lossy.status == "FAIL" and "20 of 40 pings" in lossy.summary
     assert impair.judge("i", fact, [], 40).status == "FAIL"
-    one_way = resolved(root_dir, lambda t: t.replace("        impair: " + LINE + "\n    gateway", "    gateway"))
+    one_way = resolved(lambda t: t.replace("        impair: " + LINE + "\n    gateway", "    gateway"))
     alone = one_way.impairs[0]
     assert alone.back is None
     assert impair.judge("i", alone, [26.0] * 40, 40).status == "PASS"
