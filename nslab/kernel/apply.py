@@ -53,13 +53,15 @@ def _inject(fault, index: int, after: bool) -> None:
 
 
 def _batches(plan, alone=None):
-    """(index, actions): consecutive sysctls of one namespace together (a big lab sets thousands, and one
-    visit to the namespace reads or writes them all), every other action alone, and so is plan[alone]."""
+    """(index, actions): consecutive actions of one kind and namespace together when its executor takes
+    many at once (sysctls: a big lab sets thousands, and one visit to the namespace reads or writes them
+    all; IPVS real servers: many requests per netlink send), every other action alone, and so is plan[alone]."""
     i = 0
     while i < len(plan):
         j = i + 1
-        if type(plan[i]) is A.Sysctl and i != alone:
-            while j < len(plan) and type(plan[j]) is A.Sysctl and plan[j].ns == plan[i].ns and j != alone:
+        kind = type(plan[i])
+        if hasattr(EXECUTORS[kind], "do_many") and i != alone:
+            while j < len(plan) and type(plan[j]) is kind and plan[j].ns == plan[i].ns and j != alone:
                 j += 1
         yield i, plan[i:j]
         i = j

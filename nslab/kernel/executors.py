@@ -21,7 +21,8 @@ class Executor(Protocol):
 
     Optional: journal_first = True asks apply to journal the step before do() (a kill during do() would
     otherwise leave something nothing names); undo_unfinished(session, action) then undoes a do() that
-    never returned. SysctlExecutor also has done_many/do_many for consecutive keys of one namespace.
+    never returned. SysctlExecutor and IpvsDestExecutor also have done_many/do_many, for consecutive actions of
+    their kind in one namespace.
     """
 
     def done(self, session, action) -> bool: ...

@@ -1,11 +1,13 @@
 """IPVS services and real servers through pyroute2's generic-netlink IPVS socket, in the director's namespace."""
 
 import errno
+import os
 import socket
 import time
 from enum import IntEnum
 
 from ..plan import actions as A
+from . import ipvs_batch as batch
 from . import netns
 
 IP_VS_SVC_F_PERSISTENT = 0x1
@@ -105,6 +107,7 @@ class IpvsServiceExecutor:
 
 
 def _dests(s, a):
+    """{(address, port): attrs} of the real servers of a's service."""
     out = {}
     for msg in _sock(s, a.ns).dest("dump", service=_service(a)):
         attrs = _attrs(msg, "IPVS_CMD_ATTR_DEST")
@@ -112,10 +115,55 @@ def _dests(s, a):
     return out
 
 
+def _dests_by_service(s, actions) -> dict:
+    """{service key: _dests} for the services of actions (one namespace): one dump per service."""
+    out = {}
+    for a in actions:
+        if _service_key(a) not in out:
+            out[_service_key(a)] = _dests(s, a)
+    return out
+
+
+def _service_key(a):
+    return a.protocol, a.vip, a.port
+
+
 def _dest(a, weight=None, method=None):
     from pyroute2 import IPVSDest
     return IPVSDest(addr=a.rip, port=a.rport, weight=a.weight if weight is None else weight,
                     fwd_method=int(Method.of(method or a.method)))
+
+
+def _family(s, ns) -> int:
+    """The IPVS generic-netlink family id, which pyroute2 looks up on its socket's first request."""
+    sock = _sock(s, ns)
+    try:
+        return sock.prid
+    except RuntimeError:
+        sock.service("dump")
+        return sock.prid
+
+
+def _encoded(s, command, a) -> bytes:
+    return request(command, a, _family(s, a.ns))
+
+
+def request(command: str, a, family: int) -> bytes:
+    """The encoded "add" or "set" request for the real server of an IpvsDest action, as pyroute2 builds
+    it (ipvs_batch copies it for the others); family: the IPVS generic-netlink family id."""
+    from pyroute2.netlink.generic import ipvs as genl
+    from pyroute2.netlink.nlsocket import NetlinkRequest
+    cmd, flags = {"add": (genl.IPVS_CMD_NEW_DEST, "create"), "set": (genl.IPVS_CMD_SET_DEST, "change")}[command]
+    msg = genl.ipvsmsg()
+    msg["cmd"], msg["version"] = cmd, genl.GENL_VERSION
+    msg["attrs"] = [("IPVS_CMD_ATTR_SERVICE", _service(a).dump_key()), ("IPVS_CMD_ATTR_DEST", _dest(a).dump_nla())]
+    msg["header"]["type"], msg["header"]["flags"] = family, NetlinkRequest.flags[flags]
+    msg.encode()
+    return bytes(msg.data)
+
+
+def _values(a):
+    return a.rip, a.rport, int(Method.of(a.method)), a.weight
 
 
 def _dest_settings(attrs):
@@ -126,18 +174,50 @@ def _dest_settings(attrs):
 
 class IpvsDestExecutor:
     """A real server of a service; weight and forwarding method are changed in place. Undo data: None when
-    do() added it (undo deletes it), else the {"weight", "method"} it had."""
+    do() added it (undo deletes it), else the {"weight", "method"} it had.
+
+    A service may have a thousand real servers, so apply hands consecutive ones of a namespace to
+    done_many/do_many: one dump per service to compare, and the requests sent many per netlink send."""
 
     @staticmethod
     def done(s, a):
-        attrs = _dests(s, a).get((a.rip, a.rport))
-        return bool(attrs) and _dest_settings(attrs) == {"weight": a.weight, "method": a.method}
+        return IpvsDestExecutor.done_many(s, [a])[0]
 
     @staticmethod
     def do(s, a):
-        attrs = _dests(s, a).get((a.rip, a.rport))
-        _sock(s, a.ns).dest("set" if attrs else "add", service=_service(a), dest=_dest(a))
-        return _dest_settings(attrs) if attrs else None
+        return IpvsDestExecutor.do_many(s, [a])[0]
+
+    @staticmethod
+    def done_many(s, actions) -> list[bool]:
+        known = _dests_by_service(s, actions)
+        out = []
+        for a in actions:
+            attrs = known[_service_key(a)].get((a.rip, a.rport))
+            out.append(bool(attrs) and _dest_settings(attrs) == {"weight": a.weight, "method": a.method})
+        return out
+
+    @staticmethod
+    def do_many(s, actions) -> list:
+        """do() of each action (all in one namespace), all or nothing: the undo data of each, in order.
+        Raises NetlinkError (with .action set: the first that failed) after taking back the others."""
+        # Nothing can exist yet in a namespace this run created: no dump to decide between add and set.
+        known = {} if actions[0].ns in s.fresh else _dests_by_service(s, actions)
+        befores = []
+        for a in actions:
+            attrs = known.get(_service_key(a), {}).get((a.rip, a.rport))
+            befores.append(_dest_settings(attrs) if attrs else None)
+        requests = [("add" if b is None else "set", a) for a, b in zip(actions, befores)]
+        failed = batch.send(s, actions[0].ns, requests, _encoded, _values)
+        if failed:
+            for k, (a, before) in enumerate(zip(actions, befores)):
+                if k not in failed:
+                    IpvsDestExecutor.undo(s, a, before)
+            from pyroute2.netlink.exceptions import NetlinkError
+            first = min(failed)
+            e = NetlinkError(failed[first], f"{os.strerror(failed[first])} (IPVS real server {actions[first].rip})")
+            e.action = actions[first]
+            raise e
+        return befores
 
     @staticmethod
     def undo(s, a, before):
@@ -148,6 +228,7 @@ class IpvsDestExecutor:
         else:
             _ignoring_gone(_sock(s, a.ns).dest, "set", service=_service(a),
                            dest=_dest(a, before["weight"], before["method"]))
+
 
 STAT_KEYS = {"IPVS_STATS_ATTR_CONNS": "conns", "IPVS_STATS_ATTR_INPKTS": "inpkts",
              "IPVS_STATS_ATTR_OUTPKTS": "outpkts", "IPVS_STATS_ATTR_INBYTES": "inbytes",
