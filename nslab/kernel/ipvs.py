@@ -4,6 +4,7 @@ import errno
 import os
 import socket
 import time
+from dataclasses import replace
 from enum import IntEnum
 
 from ..plan import actions as A
@@ -149,11 +150,12 @@ def _encoded(s, command, a) -> bytes:
 
 
 def request(command: str, a, family: int) -> bytes:
-    """The encoded "add" or "set" request for the real server of an IpvsDest action, as pyroute2 builds
+    """The encoded "add", "set" or "del" request for the real server of an IpvsDest action, as pyroute2 builds
     it (ipvs_batch copies it for the others); family: the IPVS generic-netlink family id."""
     from pyroute2.netlink.generic import ipvs as genl
     from pyroute2.netlink.nlsocket import NetlinkRequest
-    cmd, flags = {"add": (genl.IPVS_CMD_NEW_DEST, "create"), "set": (genl.IPVS_CMD_SET_DEST, "change")}[command]
+    cmd, flags = {"add": (genl.IPVS_CMD_NEW_DEST, "create"), "set": (genl.IPVS_CMD_SET_DEST, "change"),
+                  "del": (genl.IPVS_CMD_DEL_DEST, "req")}[command]
     msg = genl.ipvsmsg()
     msg["cmd"], msg["version"] = cmd, genl.GENL_VERSION
     msg["attrs"] = [("IPVS_CMD_ATTR_SERVICE", _service(a).dump_key()), ("IPVS_CMD_ATTR_DEST", _dest(a).dump_nla())]
@@ -208,10 +210,10 @@ class IpvsDestExecutor:
             befores.append(_dest_settings(attrs) if attrs else None)
         requests = [("add" if b is None else "set", a) for a, b in zip(actions, befores)]
         failed = batch.send(s, actions[0].ns, requests, _encoded, _values)
-        if failed:
-            for k, (a, before) in enumerate(zip(actions, befores)):
-                if k not in failed:
-                    IpvsDestExecutor.undo(s, a, before)
+        if failed:  # take back the others, batched too
+            back = [("del", a) if before is None else ("set", replace(a, weight=before["weight"], method=before["method"]))
+                    for k, (a, before) in enumerate(zip(actions, befores)) if k not in failed]
+            batch.send(s, actions[0].ns, back, _encoded, _values)
             from pyroute2.netlink.exceptions import NetlinkError
             first = min(failed)
             e = NetlinkError(failed[first], f"{os.strerror(failed[first])} (IPVS real server {actions[first].rip})")

@@ -43,22 +43,22 @@ def expected(actions):
 
 def test_many_real_servers_then_changed_in_place_then_a_refused_one(director):
     service = IpvsService(NS, vip=VIP, port=80, scheduler="wrr")
-    first = dests(600)
+    first = dests(300)  # more than one send (BATCH)
     with Session() as s:
         applied = apply.apply(s, [AddNetns(NS, mark="nslab:nslabtest:batch"), service, *first])
-    assert len(applied) == 602
+    assert len(applied) == 302
     assert table() == expected(first)
 
     # weights and methods changed in place (the "set" requests), one dump to see what is there
-    second = dests(600, weight=lambda i: 5 if i % 2 else 1 + i % 3, method="tun")
+    second = dests(300, weight=lambda i: 5 if i % 2 else 1 + i % 3, method="tun")
     with Session() as s:
         changed = apply.apply(s, [service, *second])
-    assert len(changed) == 600  # every method changed, so every real server
+    assert len(changed) == 300  # every method changed, so every real server
     assert table() == expected(second)
 
     # the kernel refuses a negative weight (2**31 read as an int): nothing of the batch stays
-    third = dests(300, weight=lambda i: 2 ** 31 if i == 150 else 9, method="dr") + dests(700)[300:]
+    third = dests(150, weight=lambda i: 2 ** 31 if i == 75 else 9, method="dr") + dests(450)[300:]
     with Session() as s, pytest.raises(KernelError) as err:
         apply.apply(s, [service, *third])
-    assert "10.1.0.151" in str(err.value)
+    assert "10.1.0.76" in str(err.value)
     assert table() == expected(second)

@@ -20,7 +20,7 @@ def without_seq_pid(data: bytes) -> bytes:
     return data[:8] + b"\0" * 8 + data[16:]
 
 
-@pytest.mark.parametrize("command", ["add", "set"])
+@pytest.mark.parametrize("command", ["add", "set", "del"])
 @pytest.mark.parametrize("other", [
     dict(rip="10.9.250.3"), dict(rport=8080), dict(weight=0), dict(weight=70000), dict(method="nat"),
     dict(method="tun", rip="192.168.7.1", rport=1, weight=3),
