@@ -37,6 +37,17 @@ def restore_rules(n):
     return "\n".join(lines) + "\n"
 
 
+def fresh_namespace(ns):
+    """An empty namespace with lo up: until then it has no local routing table, and IPVS refuses every real
+    server (their address type reads as broadcast)."""
+    from pyroute2 import IPRoute
+    netns.create(ns)
+    with netns.entered(ns):
+        ipr = IPRoute()
+    with ipr:
+        ipr.link("set", index=1, state="up")
+
+
 def real_servers(ns):
     with Session() as s:
         return sum(len(svc["real_servers"]) for svc in ipvs.read_services(s, ns))
@@ -74,7 +85,7 @@ def main():
         took = {}
         for who, timer in (("nslab", time_nslab), ("ipvsadm", time_ipvsadm)):
             ns = f"{args.prefix}-{who}"
-            netns.create(ns)
+            fresh_namespace(ns)
             try:
                 took[who] = timer(ns, n)
                 found = real_servers(ns)
