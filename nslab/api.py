@@ -399,6 +399,8 @@ def verify(lab: str, count: int | None = None):
         if rlab.proxies:
             from .verify import layers
             results += layers.measure(rlab, client)
+        from .verify import health
+        results += [r for r in [health.check(rlab, client, target)] if r]
         results += run.expectations(rlab)
         return VerifyReport(name, client, str(target), target.kind, count, traffic, len(frames), len(cap.taps),
                             time.monotonic() - started, results)

@@ -392,3 +392,34 @@ def run_checks(ctx: Context) -> list:
         if ctx.traffic and ctx.traffic.get("by_server") and experiment(ctx.service) is None:
             results.append(check_scheduler(ctx.service, ctx.traffic["by_server"]))
     return results
+
+
+def check_health(svc: ServiceFacts, ev: dict) -> Result:
+    """keepalived's health checks, from verify/health.py's evidence: once a real server's app is stopped it
+    gets no new connections (keepalived took it out), and once healed it gets them again."""
+    node, bound = ev.get("node"), ev.get("bound")
+    if ev.get("skip"):
+        return skip("health", ev["skip"])
+    lines = [f"{when}: {len(t.get('by_server', {}))} server(s) answered {t.get('by_server')}, {t.get('failed', 0)} "
+             f"failed {t.get('errors') or ''}".rstrip() for when, t in (("with " + node + " failed", ev["failed"]),
+                                                                      ("after the heal", ev["healed"]))]
+    lines[:0] = [f"{node} out of the director's table {ev['out_after']} s after its app stopped (bound {bound} s)",
+                 f"{node} back {ev['back_after']} s after it listened again"]
+    if ev["out_after"] is None:
+        return Result("health", False, f"keepalived did not take {node} out within {ev['waited']} s of its app "
+                      f"stopping ({svc.health.check} check every {svc.health.interval} s, {svc.health.retries} "
+                      "retries)", lines)
+    got = ev["failed"].get("by_server", {})
+    if got.get(node):
+        return Result("health", False, f"{node} answered {got[node]} new connections after keepalived took it out",
+                      lines)
+    if not got:
+        return skip("health", f"nothing answered while {node} was out (no other real server up, no sorry server): "
+                    "no connection showed where new ones go", lines)
+    if ev["back_after"] is None or not ev["healed"].get("by_server", {}).get(node):
+        return Result("health", False, f"{node} got no new connections after it was healed"
+                      + ("" if ev["back_after"] is not None else f": keepalived did not put it back within "
+                         f"{ev['waited']} s"), lines)
+    return Result("health", True, f"{node} failed: out of the table in {ev['out_after']} s (bound {bound} s), "
+                  f"its new connections went to {', '.join(sorted(got))}; healed: back in {ev['back_after']} s, "
+                  f"answering {ev['healed']['by_server'][node]} of {sum(ev['healed']['by_server'].values())}", lines)

@@ -108,3 +108,17 @@ def test_keepalived_accepts_the_config(tmp_path, lab, director):
     path.write_text(keepalived.config(resolved(lab), director))
     out = subprocess.run(["keepalived", "--config-test", "--use-file", str(path)], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_health_check_judgement():
+    from nslab.verify.concepts import check_health
+    svc = resolved("dr-health.yaml").service("web")
+    ev = {"node": "rs1", "bound": 4, "waited": 20, "out_after": 2.1, "back_after": 1.3,
+          "failed": {"by_server": {"rs2": 5, "rs3": 5}, "failed": 0}, "healed": {"by_server": {"rs1": 3, "rs2": 4}}}
+    assert check_health(svc, ev).status == "PASS"
+    assert check_health(svc, {**ev, "failed": {"by_server": {"rs1": 1, "rs2": 9}}}).status == "FAIL"
+    assert check_health(svc, {**ev, "out_after": None}).status == "FAIL"
+    assert check_health(svc, {**ev, "healed": {"by_server": {"rs2": 7}}}).status == "FAIL"
+    nothing = check_health(svc, {**ev, "failed": {"by_server": {}, "failed": 10}})
+    assert nothing.status == "SKIP" and "nothing answered" in nothing.summary
+    assert check_health(svc, {"skip": "rs1 is failed already"}).status == "SKIP"
