@@ -1,0 +1,109 @@
+"""A VRRP pair of directors (topologies/dr-ha.yaml, one lab for the module): cut the master and the backup
+takes the VIP and new requests succeed once VRRP's master-down timer (3 advertisements and a skew) has run
+out; heal it and it takes the VIP back; `down` leaves no keepalived process and no file."""
+
+import os
+import pathlib
+import time
+
+import pytest
+
+from nslab import api, state
+from nslab.plan import keepalived
+
+from .conftest import leftovers, topology
+from .prober import Prober, answers_by, errors_in
+
+LAB = "kaha"
+VIP = ("10.0.0.100", 80)
+BACKUP_PRIORITY = 140
+# RFC 3768: a backup declares the master down after 3 advertisement intervals plus a skew of
+# (256 - its priority) / 256 of one; then it sends gratuitous ARP for the VIP.
+MASTER_DOWN = 3 * keepalived.ADVERT_INT + (256 - BACKUP_PRIORITY) / 256 * keepalived.ADVERT_INT
+SLACK = 2.0  # seconds: the emulated VM's scheduling, the client's SYN retransmission
+
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def lab():
+    lab = api.Lab(topology(ROOT, "dr-ha", lab=LAB))
+    try:
+        lab.up()
+        yield lab
+    finally:
+        lab.down_quietly()
+
+
+def directors(lab) -> dict:
+    """{director: (vrrp state, holds the VIP)} now."""
+    [svc] = api.status(LAB, settle=False)["services"]
+    return {d["node"]: (d["vrrp"], d["holds_vip"]) for d in svc["keepalived"]}
+
+
+def wait_for(lab, want: dict, within: float) -> float:
+    start = time.monotonic()
+    while True:
+        now = directors(lab)
+        if all(now[n] == w for n, w in want.items()):
+            return time.monotonic() - start
+        assert time.monotonic() - start < within, f"after {within} s: {now}, waiting for {want}"
+        time.sleep(0.1)
+
+
+def outage(outcomes, since: float):
+    """(seconds from `since` to the first answer after the last error, the errors) of the requests after since."""
+    errors = errors_in(outcomes, since, float("inf"))
+    last = errors[-1][0] if errors else since
+    first = next((t for t, server, _ in outcomes if server and t >= last), None)
+    return (None if first is None else first - since), errors
+
+
+def test_cutting_the_master_moves_the_vip_and_healing_it_brings_it_back(lab):
+    wait_for(lab, {"d1": ("master", True), "d2": ("backup", False)}, 60)
+    probe = Prober(api.node_namespace(LAB, "client"), *VIP, timeout=1.0).start()
+    try:
+        time.sleep(3)
+        failed_at = probe.now()
+        lab.fail("d1", whole_node=True)  # its links cut first: no VRRP goodbye reaches d2
+        took_over = wait_for(lab, {"d2": ("master", True)}, 30)
+        time.sleep(max(0.0, failed_at + MASTER_DOWN + SLACK + 3 - probe.now()))
+        healing = probe.now()
+        lab.heal("d1", whole_node=True)
+        wait_for(lab, {"d1": ("master", True), "d2": ("backup", False)}, 60)
+        time.sleep(3)
+    finally:
+        outcomes = probe.stop()
+    before = answers_by(outcomes, 0, failed_at)
+    assert set(before) == {"rs1", "rs2"} and not errors_in(outcomes, 0, failed_at), before
+    down_for, errors = outage([o for o in outcomes if o[0] < healing], failed_at)
+    print(f"\nd1 cut: d2 master after {took_over:.2f} s (status), requests answered again {down_for:.2f} s after "
+          f"the cut (master-down timer {MASTER_DOWN:.2f} s); errors: {len(errors)} {sorted({e for _, e in errors})}")
+    assert down_for is not None and down_for <= MASTER_DOWN + SLACK, errors
+    assert set(answers_by(outcomes, failed_at + down_for, healing)) == {"rs1", "rs2"}
+    back_for, errors = outage(outcomes, healing)
+    print(f"d1 healed: requests answered again {back_for:.2f} s after the heal began; errors: {len(errors)} "
+          f"{sorted({e for _, e in errors})}")
+    assert back_for is not None and back_for <= MASTER_DOWN + SLACK
+    assert set(answers_by(outcomes, outcomes[-1][0] - 2, float("inf"))) == {"rs1", "rs2"}
+
+
+def test_down_leaves_no_keepalived_process_and_no_file(lab):
+    assert len(_keepalived_pids()) >= 6, "two keepalived (parent, vrrp, checkers) should run before down"
+    lab.down()
+    assert _keepalived_pids() == []
+    assert not os.path.exists(state.lab_dir(LAB))
+    assert leftovers(LAB) == [] and state.load(LAB) is None
+
+
+def _keepalived_pids():
+    out = []
+    for p in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{p}/comm") as f:
+                if f.read().strip() == "keepalived":
+                    out.append(int(p))
+        except (OSError, ValueError):
+            pass
+    return out
