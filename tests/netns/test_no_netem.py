@@ -1,5 +1,6 @@
 """On a kernel without netem, a lab with `impair:` fails before creating anything, pointing at `nslab vm`."""
 
+import pathlib
 import subprocess
 import sys
 
@@ -7,38 +8,8 @@ import pytest
 
 from nslab.kernel import caps, netns
 
-LAB = """\
-name: noimp-t
-description: a long, lossy, rate-limited line to one server, a plain cable to another
-switches: [home, lan]
-nodes:
-  client:
-    interfaces:
-      eth0: {switch: home, address: 192.168.1.10/24}
-    gateway: 192.168.1.1
-  router:
-    forward: true
-    interfaces:
-      eth0: {switch: home, address: 192.168.1.1/24}
-      eth1: {switch: lan, address: 10.0.0.1/24}
-      eth2:
-        peer: far:eth0
-        address: 203.0.113.1/24
-        impair: {delay: 25ms, jitter: 2ms, loss: 2%, rate: 10mbit}
-  near:
-    interfaces:
-      eth0: {switch: lan, address: 10.0.0.10/24}
-    gateway: 10.0.0.1
-    app: http
-  far:
-    interfaces:
-      eth0:
-        peer: router:eth2
-        address: 203.0.113.10/24
-        impair: {delay: 25ms, jitter: 2ms, loss: 2%, rate: 10mbit}
-    gateway: 203.0.113.1
-    app: http
-"""
+# the unit tier's impair lab under a name of its own
+LAB = (pathlib.Path(__file__).parents[1] / "labs" / "impaired-line.yaml").read_text().replace("name: impair\n", "name: noimp-t\n")
 
 
 @pytest.mark.skipif(caps.has_netem(), reason="this kernel has netem and tbf")

@@ -1,43 +1,13 @@
 """Link impairment without a kernel: the model's units, the plan's tc commands, the neighbour verify pings
 and the judgement of measured round trips and losses."""
 
+import pathlib
+
 from nslab import api, model
 from nslab.verify import impair
 
 LINE = "{delay: 25ms, jitter: 2ms, loss: 2%, rate: 10mbit}"
-# A line impaired on both ends, to far; a plain cable to near.
-LAB = """\
-name: impair
-description: a long, lossy, rate-limited line to one server, a plain cable to another
-switches: [home, lan]
-nodes:
-  client:
-    interfaces:
-      eth0: {switch: home, address: 192.168.1.10/24}
-    gateway: 192.168.1.1
-  router:
-    forward: true
-    interfaces:
-      eth0: {switch: home, address: 192.168.1.1/24}
-      eth1: {switch: lan, address: 10.0.0.1/24}
-      eth2:
-        peer: far:eth0
-        address: 203.0.113.1/24
-        impair: {delay: 25ms, jitter: 2ms, loss: 2%, rate: 10mbit}
-  near:
-    interfaces:
-      eth0: {switch: lan, address: 10.0.0.10/24}
-    gateway: 10.0.0.1
-    app: http
-  far:
-    interfaces:
-      eth0:
-        peer: router:eth2
-        address: 203.0.113.10/24
-        impair: {delay: 25ms, jitter: 2ms, loss: 2%, rate: 10mbit}
-    gateway: 203.0.113.1
-    app: http
-"""
+LAB = (pathlib.Path(__file__).parents[1] / "labs" / "impaired-line.yaml").read_text()
 
 
 def resolved(edit=lambda t: t):
