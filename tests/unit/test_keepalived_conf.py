@@ -4,6 +4,7 @@ health-checked or paired service (and a pair's VIP); keepalived's own parser acc
 import pathlib
 import re
 import shutil
+import socket
 import subprocess
 
 import pytest
@@ -100,6 +101,14 @@ def test_plan_prints_the_config_with_its_reason():
     assert "VRRP backup of 10.0.0.100" in start.reason
 
 
+def _exists_here(ifname: str) -> bool:
+    try:
+        socket.if_nametoindex(ifname)  # asks this network namespace (/sys may show another one's)
+        return True
+    except OSError:
+        return False
+
+
 @pytest.mark.skipif(not shutil.which("keepalived"), reason="keepalived is not installed (scripts/install.sh)")
 @pytest.mark.parametrize("lab,director", [("dr-health.yaml", "director"), ("dr-ha.yaml", "d1"),
                                           ("dr-ha.yaml", "d2")])
@@ -107,7 +116,13 @@ def test_keepalived_accepts_the_config(tmp_path, lab, director):
     path = tmp_path / "keepalived.conf"
     path.write_text(keepalived.config(resolved(lab), director))
     out = subprocess.run(["keepalived", "--config-test", "--use-file", str(path)], capture_output=True, text=True)
-    assert out.returncode == 0, out.stdout + out.stderr
+    # keepalived also checks that a VRRP interface exists in the namespace it runs in: the director's eth0
+    # is in the lab, not here (a container with --network none has no eth0 at all). Only that is excused.
+    problems = [line for line in (out.stdout + out.stderr).splitlines() if "WARNING" in line or "ERROR" in line]
+    absent = [p for p in problems if (m := re.search(r"interface (\S+) for .+ doesn't exist", p))
+              and not _exists_here(m.group(1))]
+    assert problems == absent, out.stdout + out.stderr
+    assert out.returncode == (5 if absent else 0), out.stdout + out.stderr
 
 
 def test_health_check_judgement():
