@@ -65,17 +65,10 @@ def start(run_dir: str, action) -> int:
     raise KernelError(f"keepalived in {action.ns} did not start within {READY_TIMEOUT} s: {procs.tail(log_path)}")
 
 
-class KeepalivedExecutor:
-    """Undo data: the parent's pid. done() asks whether it still runs in the node's namespace; undo ends it
-    (SIGTERM: keepalived removes its VIPs and IPVS entries and ends its children) and whatever child the
-    pid files still name, then removes its config and pid files. A lab process: `nslab fail` stops it."""
-
-    lab_process = True
-
-    @staticmethod
-    def done(s, a):
-        pid = s.journalled.get(a.identity())
-        return bool(pid) and procs.alive_in(pid, a.ns)
+class KeepalivedExecutor(procs.LabProcessExecutor):
+    """A lab process whose undo data is the parent's pid; undo ends it (SIGTERM: keepalived removes its VIPs
+    and IPVS entries and ends its children) and whatever child the pid files still name, then removes its
+    config and pid files."""
 
     @staticmethod
     def do(s, a):

@@ -259,9 +259,9 @@ def end_orphans(ns: str, argv) -> None:
             end([pid], ns)
 
 
-class AppExecutor:
-    """A built-in app, started in the background. Undo data: its pid (undo ends exactly that process, if it
-    still runs in that namespace); done() asks whether the pid the journal holds still runs."""
+class LabProcessExecutor:
+    """A process of a node that outlives `nslab up` (`nslab fail` stops it). Undo data: its pid; done() asks
+    whether the pid the journal holds still runs in the node's namespace; undo ends exactly that process."""
 
     lab_process = True
 
@@ -271,14 +271,18 @@ class AppExecutor:
         return bool(pid) and alive_in(pid, a.ns)
 
     @staticmethod
-    def do(s, a):
-        end_orphans(a.ns, a.app_argv())
-        return spawn(a.ns, a.app_argv(), os.path.join(s.run_dir, app_log(a)))
-
-    @staticmethod
     def undo(s, a, pid):
         if pid and netns.exists(a.ns):
             end([pid], a.ns)
+
+
+class AppExecutor(LabProcessExecutor):
+    """A built-in app, started in the background."""
+
+    @staticmethod
+    def do(s, a):
+        end_orphans(a.ns, a.app_argv())
+        return spawn(a.ns, a.app_argv(), os.path.join(s.run_dir, app_log(a)))
 
 
 PROXY_READY_TIMEOUT = 60  # seconds until haproxy listens
@@ -291,16 +295,8 @@ def _listening(ns: str, port: int) -> bool:
     return any(r[3] == "0A" and int(r[1].rpartition(":")[2], 16) == port for r in rows if len(r) > 3)
 
 
-class ProxyExecutor:
-    """haproxy in the node, its configuration written beside the lab's state. Undo data: its pid. A lab
-    process, like the apps."""
-
-    lab_process = True
-
-    @staticmethod
-    def done(s, a):
-        pid = s.journalled.get(a.identity())
-        return bool(pid) and alive_in(pid, a.ns)
+class ProxyExecutor(LabProcessExecutor):
+    """haproxy in the node, its configuration written beside the lab's state."""
 
     @staticmethod
     def do(s, a):
@@ -322,11 +318,6 @@ class ProxyExecutor:
                 raise KernelError(f"haproxy on {a.node} did not start: " + tail(log_path))
             time.sleep(0.1)
         return proc.pid
-
-    @staticmethod
-    def undo(s, a, pid):
-        if pid and netns.exists(a.ns):
-            end([pid], a.ns)
 
 
 class ExecExecutor:
