@@ -43,6 +43,15 @@ def _tag(a):
     return a.comment
 
 
+def _ensure_nat_chain(nft, owner, chain: str, hook: str, priority: int) -> None:
+    """nslab's table and this nat chain, made (marked as nslab's) where they are missing."""
+    if not _tables(nft):
+        nft.table("add", name=TABLE, userdata=owner)
+    if not any(c.get_attr("NFTA_CHAIN_NAME") == chain for c in _chains(nft)):
+        nft.chain("add", table=TABLE, name=chain, type="nat", hook=hook, priority=priority, policy=1,
+                  userdata=owner)
+
+
 class MasqueradeExecutor:
     @staticmethod
     def done(s, a):
@@ -57,11 +66,7 @@ class MasqueradeExecutor:
         from pyroute2.nftables.expressions import masq
         nft = _nft(a.ns)
         try:
-            if not _tables(nft):
-                nft.table("add", name=TABLE, userdata=a.OWNER)
-            if not any(c.get_attr("NFTA_CHAIN_NAME") == CHAIN for c in _chains(nft)):
-                nft.chain("add", table=TABLE, name=CHAIN, type="nat", hook="postrouting", priority=SRCNAT,
-                          policy=1, userdata=a.OWNER)
+            _ensure_nat_chain(nft, a.OWNER, CHAIN, "postrouting", SRCNAT)
             exprs = [_saddr_match(a.source)] if a.source else []
             exprs += [_oifname_match(a.out), masq()]
             nft.rule("add", table=TABLE, chain=CHAIN, expressions=exprs, userdata=_tag(a))
@@ -131,11 +136,7 @@ class DnatExecutor:
     def do(s, a):
         nft = _nft(a.ns)
         try:
-            if not _tables(nft):
-                nft.table("add", name=TABLE, userdata=a.OWNER)
-            if not any(c.get_attr("NFTA_CHAIN_NAME") == DNAT_CHAIN for c in _chains(nft)):
-                nft.chain("add", table=TABLE, name=DNAT_CHAIN, type="nat", hook="prerouting", priority=DSTNAT,
-                          policy=1, userdata=a.OWNER)
+            _ensure_nat_chain(nft, a.OWNER, DNAT_CHAIN, "prerouting", DSTNAT)
             exprs = [_iifname_match(a.iface)] if a.iface else []
             exprs += [_dport_match(a.protocol, a.port), _dnat_to(a.to_ip, a.to_port)]
             nft.rule("add", table=TABLE, chain=DNAT_CHAIN, expressions=exprs, userdata=a.comment)
