@@ -91,7 +91,7 @@ def _host_sysctls() -> dict:
 
 def _labs_with_state() -> set:
     """Labs with a state directory: their namespaces come and go with other tests. (Their marks are not read:
-    a process inside a lab's namespace, even for a moment, is ended by a `down` of that lab.)"""
+    the snapshot stays out of other labs' namespaces, though `down` now leaves a visitor alone.)"""
     try:
         return set(os.listdir("/run/nslab"))
     except OSError:

@@ -22,7 +22,9 @@ MNT_DETACH = 2
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _lock = threading.Lock()
+_ticket_lock = threading.Lock()
 _run_dir_ready = False  # /run/netns seen as a shared mount point by this process: it stays one
+_ticket = -1  # this process's way home, opened before its first visit to a namespace (see _keep_ticket)
 
 
 def _check(ret, what):
@@ -158,13 +160,28 @@ def is_host(name: str) -> bool:
     return False
 
 
+def _keep_ticket() -> None:
+    """Open an fd to the calling thread's namespace once, before the process first visits another one, and
+    keep it until the process exits or execs (it is close-on-exec). That is how `down` tells a visitor (an
+    nslab command reading a lab for a few ms) from a process living in the lab: a visitor holds a way back
+    to a namespace outside the lab for as long as it can be inside, not only during each visit, so a visitor
+    that leaves and comes back between two looks at /proc is still seen as one (procs.visiting)."""
+    global _ticket
+    if _ticket < 0:
+        with _ticket_lock:
+            if _ticket < 0:
+                _ticket = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+
+
 @contextlib.contextmanager
 def entered(name: str):
     """Run the body with the calling thread inside the named namespace, then return.
 
     Sockets opened inside keep talking to that namespace after we leave, and
-    /proc/sys/net opened inside shows that namespace's values.
+    /proc/sys/net opened inside shows that namespace's values. The process keeps a way home from its first
+    visit on (_keep_ticket), so `down` of the lab never takes it for one of the lab's own.
     """
+    _keep_ticket()
     fd = os.open(path(name), os.O_RDONLY)
     home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     try:

@@ -153,15 +153,40 @@ def _inside(pid: int, identities) -> bool:
     return (st.st_dev, st.st_ino) in identities
 
 
+def visiting(pid: int, identities) -> bool:
+    """True if the process holds a way out of the namespaces: an open fd to a network namespace that is not
+    one of them. Such a process is a visitor (an nslab command or test run that entered the lab for a few
+    ms, from another lab or the host), not one of the lab's own: `down` must never end it. nslab opens that
+    fd before a process's first visit and keeps it (netns._keep_ticket), so a visitor is seen as one whether
+    it is inside at this instant or between two visits. A process started inside (an app, `nslab exec`, a
+    start-up command) holds none: exec closes nslab's fds. (A visitor that goes back through a pidfd or a
+    path it opens later is not seen: only nslab's own visitors are promised to be.)"""
+    inodes = {ino for _, ino in identities}
+    fd_dir = f"/proc/{pid}/fd"
+    try:
+        fds = os.listdir(fd_dir)
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            target = os.readlink(f"{fd_dir}/{fd}")
+        except OSError:
+            continue
+        if target.startswith("net:[") and int(target[5:-1]) not in inodes:
+            return True
+    return False
+
+
 def alive_in(pid: int, ns: str) -> bool:
     """True if pid is alive, not a zombie, and inside the namespace."""
     return _exists(pid) and _inside(pid, _identities([ns]))
 
 
 def signal_inside(pid: int, identities, sig) -> bool:
-    """Send sig to pid only if it lives in one of the namespaces: a recorded pid may have been recycled by
-    now. The check and the signal go through one pidfd, so a process that took the pid in between is never
-    hit. True if the signal was sent."""
+    """Send sig to pid only if it lives in one of the namespaces and is not a visitor there (see visiting):
+    a recorded pid may have been recycled by now, by an nslab command that is reading the lab. The checks
+    and the signal go through one pidfd, so a process that took the pid in between is never hit. True if
+    the signal was sent."""
     if pid == os.getpid():
         return False
     try:
@@ -169,7 +194,8 @@ def signal_inside(pid: int, identities, sig) -> bool:
     except ProcessLookupError:
         return False
     try:
-        if not _inside(pid, identities):
+        # Inside first, then the fds: a visitor found inside already held its way out, and keeps it.
+        if not _inside(pid, identities) or visiting(pid, identities):
             return False
         signal.pidfd_send_signal(fd, sig)
         return True
@@ -203,14 +229,15 @@ def end(pids, ns: str, grace=2.0) -> None:
 
 def end_all(namespaces, grace=2.0, give_up=15.0) -> int:
     """End every process inside the namespaces, whoever started it (found by namespace identity, not by
-    name or pid file), and look again until none is left: a process may fork on SIGTERM, or one may enter
+    name or pid file), visitors aside (see visiting), and look again until none is left: a process may fork on SIGTERM, or one may enter
     meanwhile. SIGTERM first, SIGKILL for whatever is still there after the grace period. Returns how many
     processes were ended; raises KernelError naming those left after give_up seconds."""
     identities = _identities(namespaces)
     ended, sig = set(), signal.SIGTERM
     deadline = time.monotonic() + give_up
     while identities:
-        pids = [p for p in netns.pids_with(identities) if p != os.getpid()]
+        # Visitors are left alone: they go back on their own, and the namespace goes with its last user.
+        pids = [p for p in netns.pids_with(identities) if p != os.getpid() and not visiting(p, identities)]
         if not pids:
             break
         if time.monotonic() > deadline:
