@@ -141,11 +141,12 @@ def missing(session, plan) -> list:
 
 
 def to_undo(steps) -> list:
-    """The (action, undo data) steps that undo() undoes itself, newest first: all but those inside a
-    namespace one of the steps deletes (deleting a namespace takes everything in it; a veth pair goes with
-    either end's namespace)."""
+    """The (action, undo data) steps that undo() undoes itself, newest first: all but those wholly inside
+    namespaces the steps delete (deleting a namespace takes everything in it). A veth pair with one end in
+    a namespace that stays is deleted itself: the kernel takes the other end only when it frees the deleted
+    namespace, later, so the staying one would still show the cable for a while."""
     deleting = {a.ns for a, _ in steps if isinstance(a, A.AddNetns)}
-    return [(a, u) for a, u in reversed(steps) if isinstance(a, A.AddNetns) or not _namespaces(a) & deleting]
+    return [(a, u) for a, u in reversed(steps) if isinstance(a, A.AddNetns) or not _namespaces(a) <= deleting]
 
 
 def objects(actions) -> list:

@@ -77,6 +77,11 @@ def test_up_of_an_edited_file_removes_and_adds_exactly_the_difference(root_dir, 
         assert removals == [  # newest first
             f"- ip -n {name}-r2 route add 192.168.1.0/24 via 10.0.12.1",
             f"- ip -n {name}-r1 addr add 192.168.1.1/24 dev eth0",
+            # the cable goes itself: its fabric end would outlive host1's namespace for a while
+            f"- ip -n {name}-fabric link add host1-eth0 type veth peer name eth0 netns {name}-host1",
+            f"- ip -n {name}-fabric link set host1-eth0 master lan1",
+            f"- ip -n {name}-fabric link set host1-eth0 up",
+            f"- ip -n {name}-host1 link set eth0 up",
             f"- ip netns add {name}-host1",
             f"- ip -n {name}-host1 link set lo alias nslab:{name}:host1",
             f"- ip -n {name}-host1 link set lo up"], plan.stdout
@@ -86,7 +91,7 @@ def test_up_of_an_edited_file_removes_and_adds_exactly_the_difference(root_dir, 
         assert "# no longer in the file: node 'host1': its own network stack" in plan.stdout
 
         result = api.up(model.loads(edited.read_text(), str(edited)))
-        assert sorted(type(a).__name__ for a in result.removed) == ["AddAddress", "AddNetns", "AddRoute"]
+        assert sorted(type(a).__name__ for a in result.removed) == ["AddAddress", "AddNetns", "AddRoute", "AddVeth"]
         assert {a.ns for a in result.changed} <= {f"{name}-host3", f"{name}-fabric"}
         after = kernel_view(name)
 
