@@ -267,7 +267,7 @@ def cmd_status(args):
         if args.json:
             print(json.dumps(names))
         else:
-            print("\n".join(n + ("" if api.complete(n) else "  (half-built)") for n in names) or "no labs are up")
+            print("\n".join(n + _lab_condition(n) for n in names) or "no labs are up")
         return 0
     st = api.status(api.lab_name(args.lab), connections=args.connections)
     if args.json:
@@ -284,6 +284,16 @@ def cmd_status(args):
     for svc in st["services"]:
         _print_service(svc)
     return 0
+
+
+def _lab_condition(lab: str) -> str:
+    """What the list of labs says after a lab's name: nothing for a whole one. A lab whose state can't be
+    read is named with why, and the others are still listed."""
+    from .errors import StateError
+    try:
+        return "" if api.complete(lab) else "  (half-built)"
+    except StateError as e:
+        return f"  (state unreadable: {e})"
 
 
 def _print_service(svc):

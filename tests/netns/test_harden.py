@@ -123,6 +123,10 @@ def test_garbage_state_gives_a_clear_error_and_down_still_works(make_lab, conten
         result = nslab(*args)
         assert result.returncode == 3 and "not a state nslab wrote" in result.stderr, result.stderr
         assert "Traceback" not in result.stderr
+    # the list of every lab still lists (other engineers' labs among them), naming this one's trouble
+    listed = nslab("status")
+    assert listed.returncode == 0, listed.stderr
+    assert f"{lab.name}  (state unreadable: " in listed.stdout, listed.stdout
     result = nslab("down", lab.name)
     assert result.returncode == 0, result.stderr
     assert not lab_namespaces(lab.name) and not os.path.exists(state.lab_dir(lab.name))
