@@ -149,20 +149,23 @@ def test_up_heals_and_down_after_fail_leaves_nothing(root_dir):
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="needs wrk (apt-get install wrk)")
 def test_load_with_a_fail_and_a_heal_reports_when_the_errors_were(make_lab):
     lab = make_lab("routing")
-    fault = faults.Scheduled("host2", fail_at=1.0, heal_at=2.5)
-    report = lab.load(source="host1", target="host2", duration=4, concurrency=4, threads=1, fault=fault)
+    fault = faults.Scheduled("host2", fail_at=1.0, heal_at=3.0)
+    report = lab.load(source="host1", target="host2", duration=6, concurrency=4, threads=1, fault=fault)
     f, t = report.faults, report.traffic
     assert report.ok, report.lines()
     assert [e["what"] for e in f["events"]] == ["fail host2's processes", "heal host2's processes"]
-    assert 1.0 <= f["events"][0]["at"] < 1.5 and 2.5 <= f["events"][1]["at"] < 3.0
+    # on time, give or take a busy machine (CI once ran the fail 3 s late); what follows reads the times
+    # the fail and heal really had, and the load lasts long enough to hold them even when late
+    fail_at, heal_at = (e["at"] for e in f["events"])
+    assert 1.0 <= fail_at < 2.5 and max(3.0, fail_at + f["events"][0]["took_s"]) <= heal_at < 4.5, f["events"]
     # every refused connection the client's kernel counted is one wrk counted as an error; wrk's others are
     # the few requests in flight when the app died (closed on them: at most one per connection)
     kernel = f["refused"] + f["reset"]
     assert f["refused"] > 0 and kernel <= t["failed"] <= kernel + t["connections"], (f, t["errors"])
     assert f["events"][0]["at"] <= f["first_error_s"] + timeline.STEP
     assert f["last_error_s"] <= f["events"][1]["at"] + f["events"][1]["took_s"] + 2 * timeline.STEP
-    assert f["recovered"] and f["recovered_after_fail_s"] >= 1.5
-    before = f["seconds"][:int(f["events"][0]["at"])]
+    assert f["recovered"] and f["recovered_after_fail_s"] >= heal_at - fail_at - timeline.STEP
+    before = f["seconds"][:int(fail_at)]
     assert sum(r["answered"] for r in before) > 0 and sum(r["refused"] for r in before) == 0, f["seconds"]
     assert api.status(lab.name, settle=False)["faults"] == []
     text = str(report)

@@ -31,7 +31,7 @@ def test_duration_and_keepalive(make_lab):
     timed = api.load(lab.name, source="host1", target="host2", duration=2, concurrency=10)
     t = timed.traffic
     assert timed.ok, timed.lines()
-    assert t["duration_s"] == 2 and 1.9 <= t["elapsed_s"] <= 3.5, t
+    assert t["duration_s"] == 2 and 1.9 <= t["elapsed_s"] <= 5, t  # wrk's own clock: the last answers drain after 2 s
     assert t["ok"] > 20 and t["by_server"] == {"host2": t["ok"]}, t
 
     kept = api.load(lab.name, source="host1", target="host2", count=300, concurrency=4, threads=2, keepalive=True)

@@ -156,7 +156,7 @@ def test_a_busy_lab_says_so_at_once_with_the_holder(run_dir):
         with pytest.raises(LabBusy) as e:
             with state.locked("lab1"):
                 pass
-        assert time.monotonic() - started < 1.0
+        assert time.monotonic() - started < 5.0  # at once: not the holder's 30 s (slack for a busy CI machine)
         assert f"pid {holder.pid}" in str(e.value) and "holder-marker" in str(e.value) and "--wait" in str(e.value)
         assert LabBusy.exit_code == 4
     finally:
