@@ -35,6 +35,9 @@ def require_root() -> None:
 def require_kernel_features(topo: Topology) -> None:
     """Fail before anything is created when the running kernel can't run the lab."""
     from .kernel import caps
+    if any(i.vlans for n in topo.nodes for i in n.interfaces) and not caps.has_vlan():
+        raise EnvironmentMissing(f"lab '{topo.name}' has VLANs, but the running kernel has no 802.1Q VLANs or "
+                                 f"VLAN-filtering bridges (8021q, CONFIG_BRIDGE_VLAN_FILTERING). {_vm_hint(topo)}")
     impaired = [f"{n.name}:{i.name}" for n in topo.nodes for i in n.interfaces if i.impair]
     if impaired and not caps.has_netem():
         raise EnvironmentMissing(

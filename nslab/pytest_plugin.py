@@ -32,7 +32,7 @@ def pytest_configure(config):
 
 def _missing(features) -> list[str]:
     from .kernel import caps
-    probes = {"ipvs": caps.has_ipvs, "ipip": caps.has_ipip}
+    probes = {"ipvs": caps.has_ipvs, "ipip": caps.has_ipip, "vlan": caps.has_vlan}
     unknown = [f for f in features if f not in probes]
     if unknown:
         raise pytest.UsageError(f"nslab_needs: unknown feature {unknown[0]!r} (known: {', '.join(probes)})")
@@ -52,6 +52,8 @@ def needs_of(topo) -> list[str]:
         out.append("ipvs")
     if any(s.forward.value == "tun" for s in topo.services):
         out.append("ipip")
+    if any(i.vlans for n in topo.nodes for i in n.interfaces):
+        out.append("vlan")
     return out
 
 

@@ -44,6 +44,8 @@ def probe() -> list[Check]:
         _check_ipvs(),
         _feature_check("ipip", "ipip", "CONFIG_NET_IPIP", _INSIDE_VM),
         _feature_check("netem", "sch_netem", "CONFIG_NET_SCH_NETEM", _INSIDE_VM),
+        Check("vlan", has_vlan(), f"802.1Q VLANs and VLAN-filtering bridges in kernel {os.uname().release}: "
+              + ("yes" if has_vlan() else "no"), "" if has_vlan() else _INSIDE_VM),
         _check_modprobe(),
         _check_replay_tools(),
         *_vm_checks(),
@@ -53,6 +55,13 @@ def probe() -> list[Check]:
 def has_ipvs() -> bool:
     """Whether IPVS is usable now or loads on demand (module present and loading allowed)."""
     return Path("/proc/net/ip_vs").exists() or _feature_state("ip_vs", "CONFIG_IP_VS") in ("loaded", "built-in", "module")
+
+
+def has_vlan() -> bool:
+    """Whether 802.1Q sub-interfaces and VLAN-filtering bridges are usable (8021q, and bridges built with
+    CONFIG_BRIDGE_VLAN_FILTERING; a kernel whose config can't be read is given the benefit of the doubt)."""
+    filtering = _config().get("CONFIG_BRIDGE_VLAN_FILTERING", "y" if not _config() else None) == "y"
+    return filtering and _feature_state("8021q", "CONFIG_VLAN_8021Q") in ("loaded", "built-in", "module")
 
 
 def has_ipip() -> bool:

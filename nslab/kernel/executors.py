@@ -37,6 +37,8 @@ EXECUTORS: dict[type, Executor] = {
     A.AddBridge: links.BridgeExecutor,
     A.AddVeth: links.VethExecutor,
     A.AddTunnel: links.TunnelExecutor,
+    A.BridgeVlan: links.BridgeVlanExecutor,
+    A.AddVlan: links.VlanExecutor,
     A.Sysctl: procsys.SysctlExecutor,
     A.AddAddress: addrs.AddressExecutor,
     A.AddRoute: addrs.RouteExecutor,

@@ -124,10 +124,14 @@ def _set_up(s, ns, name, up: bool):
         s.ipr(ns).link("set", index=idx, state="up" if up else "down")
 
 
+def _bridge_info(s, ns, name, key):
+    link = s.ipr(ns).get_links(s.index(ns, name))[0]
+    return link.get_attr("IFLA_LINKINFO").get_attr("IFLA_INFO_DATA").get_attr(key)
+
+
 def _ageing(s, ns, name):
     """A bridge's ageing_time in seconds."""
-    link = s.ipr(ns).get_links(s.index(ns, name))[0]
-    return link.get_attr("IFLA_LINKINFO").get_attr("IFLA_INFO_DATA").get_attr("IFLA_BR_AGEING_TIME") // 100
+    return _bridge_info(s, ns, name, "IFLA_BR_AGEING_TIME") // 100
 
 
 class BridgeExecutor:
@@ -136,12 +140,15 @@ class BridgeExecutor:
 
     @staticmethod
     def done(s, a):
-        return bool(_is_up(s, a.ns, a.name)) and (a.ageing is None or _ageing(s, a.ns, a.name) == a.ageing)
+        return (bool(_is_up(s, a.ns, a.name)) and (a.ageing is None or _ageing(s, a.ns, a.name) == a.ageing)
+                and (not a.vlan_filtering or _bridge_info(s, a.ns, a.name, "IFLA_BR_VLAN_FILTERING") == 1))
 
     @staticmethod
     def do(s, a):
         made = s.index(a.ns, a.name) is None
         ageing = {} if a.ageing is None else {"br_ageing_time": a.ageing * 100}  # centiseconds, as the kernel
+        if a.vlan_filtering:
+            ageing["br_vlan_filtering"] = 1
         if made:
             s.ipr(a.ns).link("add", ifname=a.name, kind="bridge", **ageing)
             s.ipr(a.ns).link("set", index=s.index(a.ns, a.name), state="up")
@@ -281,3 +288,71 @@ class TunnelExecutor:
     @staticmethod
     def undo(s, a, undo_data):
         _set_up(s, a.ns, a.name, False)
+
+
+def _port_vlans(s, ns, port) -> dict[int, int]:
+    """{vid: flags} of a bridge port (flags: 2 pvid, 4 untagged)."""
+    out = {}
+    for link in s.ipr(ns).get_vlans(index=s.index(ns, port)):
+        spec = link.get_attr("IFLA_AF_SPEC")
+        for info in spec.get_attrs("IFLA_BRIDGE_VLAN_INFO") if spec else []:
+            out[info["vid"]] = info["flags"]
+    return out
+
+
+BRIDGE_VLAN_PVID, BRIDGE_VLAN_UNTAGGED = 2, 4
+
+
+class BridgeVlanExecutor:
+    """A bridge port's VLANs. Undo data: the port's {vid: flags} before (undo puts exactly those back)."""
+
+    @staticmethod
+    def _want(a) -> dict[int, int]:
+        flags = BRIDGE_VLAN_PVID | BRIDGE_VLAN_UNTAGGED if a.access else 0
+        return {v: flags for v in a.vids}
+
+    @staticmethod
+    def done(s, a):
+        return s.index(a.ns, a.port) is not None and _port_vlans(s, a.ns, a.port) == BridgeVlanExecutor._want(a)
+
+    @staticmethod
+    def do(s, a):
+        before = _port_vlans(s, a.ns, a.port)
+        BridgeVlanExecutor._set(s, a.ns, a.port, before, BridgeVlanExecutor._want(a))
+        return {str(v): f for v, f in before.items()}
+
+    @staticmethod
+    def _set(s, ns, port, have, want):
+        idx = s.index(ns, port)
+        for vid, flags in want.items():  # add first: a port never sits in no VLAN at all
+            if have.get(vid) != flags:
+                # pyroute2 turns pvid: True into the pvid and untagged flags (an access port); none: tagged
+                info = {"vid": vid, "pvid": True} if flags else {"vid": vid}
+                s.ipr(ns).vlan_filter("add", index=idx, vlan_info=info)
+        for vid in have:
+            if vid not in want:
+                s.ipr(ns).vlan_filter("del", index=idx, vlan_info={"vid": vid})
+
+    @staticmethod
+    def undo(s, a, before):
+        if netns.exists(a.ns) and s.index(a.ns, a.port) is not None:
+            BridgeVlanExecutor._set(s, a.ns, a.port, _port_vlans(s, a.ns, a.port),
+                                    {int(v): f for v, f in (before or {}).items()})
+
+
+class VlanExecutor:
+    """An 802.1Q sub-interface of a node's trunk interface. Undo data: None (undo deletes it)."""
+
+    @staticmethod
+    def done(s, a):
+        return bool(_is_up(s, a.ns, a.name))
+
+    @staticmethod
+    def do(s, a):
+        if s.index(a.ns, a.name) is None:
+            s.ipr(a.ns).link("add", ifname=a.name, kind="vlan", link=s.index(a.ns, a.parent), vlan_id=a.vid)
+        s.ipr(a.ns).link("set", index=s.index(a.ns, a.name), state="up")
+
+    @staticmethod
+    def undo(s, a, undo_data):
+        _delete_link(s, a.ns, a.name)

@@ -305,13 +305,33 @@ class Builder:
             self.d.error(path, "has both 'switch' and 'peer'", "an interface is on a switch or on a direct link")
         if name == "lo" and (switch or peer):
             self.d.error(path, "'lo' is the loopback interface: it takes addresses only")
-        elif name != "lo" and not switch and not peer and "peer" not in raw and raw.get("switch") is None:
+        elif name != "lo" and not switch and not peer and "peer" not in raw and raw.get("switch") is None \
+                and "vlan" not in raw:
             self.d.error(path, "needs 'switch' or 'peer'", "e.g. switch: lan, or peer: router:eth2")
         mac = self.mac(path + ("mac",), raw["mac"]) if "mac" in raw else None
+        vlans, trunk = self.vlans(path + ("vlan",), raw["vlan"]) if "vlan" in raw else ((), False)
+        if vlans and peer:
+            self.d.error(path + ("vlan",), "VLANs are a switch's: a direct link carries no VLAN",
+                         "put the interface on a switch, or remove vlan")
+        elif vlans and not switch and (trunk or name.rpartition(".")[2] != str(vlans[0])):
+            self.d.error(path + ("vlan",), f"an interface with a VLAN and no switch is an 802.1Q sub-interface, "
+                         f"named PARENT.VID", f"e.g. eth0.{vlans[0]}: {{vlan: {vlans[0]}, address: ...}} beside a "
+                         f"trunk eth0: {{switch: lan, vlan: [{vlans[0]}]}}")
         impair = self.impair(path + ("impair",), raw["impair"]) if "impair" in raw else None
         if impair and name == "lo":
             self.d.error(path + ("impair",), "'lo' never leaves the node: impair an interface on a link")
-        return Interface(name=name, addresses=addrs, switch=switch, peer=peer, mac=mac, impair=impair)
+        return Interface(name=name, addresses=addrs, switch=switch, peer=peer, mac=mac, impair=impair,
+                         vlans=vlans, trunk=trunk)
+
+    def vlans(self, path, raw):
+        """(vids, trunk) of a `vlan:` value: one VID (access port), or a list (trunk)."""
+        items = raw if isinstance(raw, list) else [raw]
+        vids = [self.integer(path + ((i,) if isinstance(raw, list) else ()), v, 1, 4094) for i, v in enumerate(items)]
+        if not items:
+            self.d.error(path, "an empty list of VLANs", "e.g. vlan: [10, 20]")
+        if len(set(vids)) != len(vids):
+            self.d.error(path, "names a VLAN twice", "list each VLAN once")
+        return tuple(v for v in vids if v is not None), isinstance(raw, list)
 
     def impair(self, path, raw):
         raw = self.mapping(path, raw, "delay/jitter/loss/rate")

@@ -220,8 +220,8 @@ class ResolvedLab:
     def address_on(self, node: str, segment: str) -> IPv4Address | None:
         """node's first address on a segment."""
         seg = self.segment(segment)
-        end = seg.end(node) if seg else None
-        return end.addresses[0].ip if end and end.addresses else None
+        end = next((e for e in seg.ends if e.node == node and e.addresses), None) if seg else None
+        return end.addresses[0].ip if end else None
 
     def first_address(self, node: str) -> IPv4Address | None:
         if not self.topology.has_node(node):
@@ -335,6 +335,11 @@ def _segments(topo):
                 label = "=".join(sorted([f"{node.name}:{iface.name}", ":".join(iface.peer)]))
                 cables.setdefault(label, []).append(End(node.name, iface.name, iface.addresses, None, iface.mac))
                 seg_of[(node.name, iface.name)] = label
+        for iface in node.interfaces:  # an 802.1Q sub-interface is on its trunk's switch, through the trunk's port
+            trunk = node.interface(iface.parent) if iface.parent else None
+            if trunk and trunk.switch:
+                switches.setdefault(trunk.switch, []).append(End(node.name, iface.name, iface.addresses, None))
+                seg_of[(node.name, iface.name)] = trunk.switch
     out = [Segment(name, "switch", tuple(ends)) for name, ends in switches.items()]
     out += [Segment(name, "cable", tuple(ends)) for name, ends in cables.items()]
     return tuple(out), seg_of
@@ -348,7 +353,7 @@ def _taps(topo, segments, services):
     for seg in segments:
         if seg.kind == "switch":
             taps += [Tap(fabric, e.port, f"{seg.name}:{e.node}-{e.iface}", seg.name, e.node, e.iface)
-                     for e in seg.ends]
+                     for e in seg.ends if e.port]
         elif seg.ends:
             e = seg.ends[0]
             peer = next((o.node for o in seg.ends[1:]), None)

@@ -41,6 +41,14 @@ def check(lab: ResolvedLab, d) -> None:
             if nat.out not in names:
                 d.error(npath + ("nat",), f"{node.name} has no interface '{nat.out}' to masquerade out of",
                         "one of: " + ", ".join(names))
+        for iface in node.interfaces:
+            if iface.parent is not None:
+                trunk = node.interface(iface.parent)
+                if trunk is None or not trunk.trunk or iface.vlans[0] not in trunk.vlans:
+                    d.error(npath + ("interfaces", iface.name, "vlan"), f"{iface.name} is a sub-interface for VLAN "
+                            f"{iface.vlans[0]} of {iface.parent}, which is no trunk carrying that VLAN",
+                            f"make it one: nodes.{node.name}.interfaces.{iface.parent}: {{switch: SWITCH, vlan: "
+                            f"[{iface.vlans[0]}, ...]}}")
         for forward in node.dnat:
             if forward.iface and forward.iface not in names:
                 d.error(npath + ("nat",), f"{node.name} has no interface '{forward.iface}' for a port forward to "

@@ -47,6 +47,13 @@ class Interface:
     peer: tuple[str, str] | None = None  # (node, interface) of a direct link
     mac: str | None = None
     impair: Impair | None = None
+    vlans: tuple[int, ...] = ()  # on a switch: its port's VLANs; else the VLAN of a sub-interface PARENT.VID
+    trunk: bool = False  # vlans given as a list: the switch port carries them tagged
+
+    @property
+    def parent(self) -> str | None:
+        """The trunk interface of an 802.1Q sub-interface (named PARENT.VID); None for any other."""
+        return self.name.rpartition(".")[0] if self.vlans and not self.switch and not self.peer else None
 
 
 @dataclass(frozen=True)

@@ -203,6 +203,10 @@ INTERFACE = Obj("interface", "A network interface of a node: on a switch, on a d
                         "The interface's MAC address (unicast), e.g. 02:00:00:00:00:01; default: the kernel's."),
                     Key("impair", Ref("impair"), "Delay, jitter, loss and a rate limit on what this interface sends, "
                         "e.g. {delay: 50ms, jitter: 5ms, loss: 1%, rate: 10mbit}."),
+                    Key("vlan", Either((Int(1, 4094), List(Int(1, 4094), unique=True, min_items=1))),
+                        "On a switch: a number makes its port an access port of that VLAN (frames untagged); a "
+                        "list makes it a trunk carrying those VLANs tagged. Without a switch, on an interface named "
+                        "PARENT.VID: an 802.1Q sub-interface of the trunk PARENT for VLAN VID."),
                 ), not_both=("switch", "peer"))
 ROUTE = Obj("route", "A static route in the node's main table.", (
     Key("to", Text(pattern=NETWORK_TEXT), "'default' or a prefix with no host bits set, e.g. 10.1.0.0/24.",

@@ -96,10 +96,12 @@ class Sysctl(Action):
 class AddBridge(Action):
     name: str = ""
     ageing: int | None = None  # seconds a learned MAC is kept; None: the kernel's default (300)
+    vlan_filtering: bool = False  # forward only between ports of a frame's VLAN
 
     def argvs(self):
         # ip takes ageing_time in centiseconds (the kernel's clock_t), as netlink does
         extra = ["ageing_time", str(self.ageing * 100)] if self.ageing is not None else []
+        extra += ["vlan_filtering", "1"] if self.vlan_filtering else []
         return [_ip(self.ns, "link", "add", self.name, "type", "bridge", *extra),
                 _ip(self.ns, "link", "set", self.name, "up")]
 
@@ -127,6 +129,35 @@ class AddVeth(Action):
         out.append(_ip(self.ns, "link", "set", self.name, "up"))
         out.append(_ip(self.peer_ns, "link", "set", self.peer, "up"))
         return out
+
+
+@dataclass(frozen=True)
+class BridgeVlan(Action):
+    """A bridge port's VLANs: an access port (one VID, pvid and untagged) or a trunk (tagged VIDs); the port
+    leaves the default VLAN 1."""
+
+    port: str = ""
+    vids: tuple[int, ...] = ()
+    access: bool = True
+
+    def argvs(self):
+        bridge = ["ip", "netns", "exec", self.ns, "bridge", "vlan"]
+        flags = ["pvid", "untagged"] if self.access else []
+        return ([bridge + ["add", "dev", self.port, "vid", str(v), *flags] for v in self.vids]
+                + [bridge + ["del", "dev", self.port, "vid", "1"]])
+
+
+@dataclass(frozen=True)
+class AddVlan(Action):
+    """An 802.1Q sub-interface: frames of `parent` tagged `vid` come and go through it."""
+
+    name: str = ""
+    parent: str = ""
+    vid: int = 0
+
+    def argvs(self):
+        return [_ip(self.ns, "link", "add", "link", self.parent, "name", self.name, "type", "vlan", "id", str(self.vid)),
+                _ip(self.ns, "link", "set", self.name, "up")]
 
 
 @dataclass(frozen=True)

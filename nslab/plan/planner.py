@@ -4,8 +4,9 @@ from ..model import names
 from ..model.resolve import ResolvedLab
 from ..model.schema import Forward
 from . import keepalived
-from .actions import (AddAddress, AddBridge, AddNetns, AddRoute, AddTunnel, AddVeth, Dnat, Exec, IpvsDest,
-                      IpvsService, Masquerade, SetImpair, StartApp, StartKeepalived, StartProxy, Sysctl)
+from .actions import (AddAddress, AddBridge, AddNetns, AddRoute, AddTunnel, AddVeth, AddVlan, BridgeVlan, Dnat,
+                      Exec, IpvsDest, IpvsService, Masquerade, SetImpair, StartApp, StartKeepalived, StartProxy,
+                      Sysctl)
 from .haproxy import config as haproxy_config
 
 
@@ -48,7 +49,8 @@ def plan(rlab: ResolvedLab) -> list:
     why = "bridges hand frames to netfilter only if br_netfilter says so: keep the switches plain L2"
     out += [Sysctl(fab, key=f"net.bridge.bridge-nf-call-{table}", value="0", optional=True, reason=why)
             for table in ("iptables", "arptables")]
-    out += [_bridge(fab, topo.switch(sw)) for sw in topo.switches]
+    vlan_switches = {i.switch for n in topo.nodes for i in n.interfaces if i.switch and i.vlans}
+    out += [_bridge(fab, topo.switch(sw), sw in vlan_switches) for sw in topo.switches]
 
     for node in topo.nodes:
         ns = names.node_ns(lab, node.name)
@@ -65,6 +67,7 @@ def plan(rlab: ResolvedLab) -> list:
         out.append(AddNetns(ns, mark=names.mark(lab, node.name), reason=f"node '{node.name}': its own network stack"))
         out += sysctl.actions(ns, interface_keys=False)
     out += _links(rlab)
+    out += _vlans(rlab)
     for node in topo.nodes:
         ns = names.node_ns(lab, node.name)
         for iface in node.interfaces:
@@ -101,13 +104,15 @@ def plan(rlab: ResolvedLab) -> list:
     return out
 
 
-def _bridge(fab, sw):
+def _bridge(fab, sw, vlans: bool):
     why = f"switch '{sw.name}': one Linux bridge per L2 segment"
+    if vlans:
+        why += "; VLAN filtering on: it forwards a frame only between ports of the frame's VLAN"
     if sw.ageing == 0:
         why += "; ageing 0: it forgets every MAC at once and floods every frame, like a hub"
     elif sw.ageing is not None:
         why += f"; it remembers the port of a MAC for {sw.ageing} s"
-    return AddBridge(fab, name=sw.name, ageing=sw.ageing, reason=why)
+    return AddBridge(fab, name=sw.name, ageing=sw.ageing, vlan_filtering=vlans, reason=why)
 
 
 def _baseline(sysctl, ns, node):
@@ -158,11 +163,11 @@ def _links(rlab):
             end = seg.end(node.name, iface.name) if seg else None
             if end is None:
                 continue
-            if seg.kind == "switch":
+            if seg.kind == "switch" and end.port:
                 out.append(AddVeth(rlab.fabric_ns, name=end.port, peer_ns=rlab.ns(node.name), peer=iface.name,
                                    master=seg.name, peer_mac=end.mac,
                                    reason=f"cable from {node.name}:{iface.name} to switch '{seg.name}'"))
-            elif len(seg.ends) == 2 and seg.ends[0] == end:
+            elif seg.kind == "cable" and len(seg.ends) == 2 and seg.ends[0] == end:
                 other = seg.ends[1]
                 out.append(AddVeth(rlab.ns(node.name), name=iface.name, peer_ns=rlab.ns(other.node), peer=other.iface,
                                    mac=end.mac, peer_mac=other.mac,
@@ -184,6 +189,27 @@ def _impairs(rlab):
                                      loss_pct=m.loss_pct, rate_bit=m.rate_bit,
                                      reason=f"nodes.{node.name}.interfaces.{iface.name}.impair: {what} on what "
                                      f"{node.name} sends out of {iface.name}"))
+    return out
+
+
+def _vlans(rlab):
+    """Each switch port's VLANs (the bridge filters by them), then each node's 802.1Q sub-interfaces."""
+    out = []
+    for node in rlab.topology.nodes:
+        for iface in node.interfaces:
+            if iface.switch and iface.vlans:
+                port = names.bridge_port(node.name, iface.name)
+                kind = (f"a trunk: VLANs {', '.join(map(str, iface.vlans))} tagged" if iface.trunk
+                        else f"an access port of VLAN {iface.vlans[0]}: its frames untagged")
+                out.append(BridgeVlan(rlab.fabric_ns, port=port, vids=iface.vlans, access=not iface.trunk,
+                                      reason=f"{node.name}:{iface.name}'s port on '{iface.switch}' is {kind}; "
+                                      "no longer in the default VLAN 1"))
+    for node in rlab.topology.nodes:
+        for iface in node.interfaces:
+            if iface.parent:
+                out.append(AddVlan(rlab.ns(node.name), name=iface.name, parent=iface.parent, vid=iface.vlans[0],
+                                   reason=f"{node.name}:{iface.name} sends and receives {iface.parent}'s frames "
+                                   f"tagged VLAN {iface.vlans[0]}: the router's leg in that VLAN"))
     return out
 
 

@@ -33,6 +33,8 @@ def _shipped():
             tun = any(svc.forward is Forward.TUN for svc in topo.services)
             marks.append(pytest.mark.skipif(not caps.has_ipvs() or (tun and not caps.has_ipip()),
                                             reason="an LVS lab: needs IPVS (and ipip for TUN); run in nslab vm"))
+        if any(i.vlans for n in topo.nodes for i in n.interfaces):
+            marks.append(pytest.mark.skipif(not caps.has_vlan(), reason="a VLAN lab: needs 802.1Q; run in nslab vm"))
         out.append(pytest.param(rel, marks=marks, id=rel))
     return out
 

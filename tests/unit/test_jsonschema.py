@@ -65,7 +65,7 @@ nodes:
     app: {type: http, port: 8080, protocol: tcp, reply_size: 2048}
   rs2:
     interfaces:
-      eth0: {switch: lan, address: 10.0.0.12/24, impair: {delay: 20ms, jitter: 1.5ms, loss: 0.5%, rate: 100mbit}}
+      eth0: {switch: lan, address: 10.0.0.12/24, vlan: 1, impair: {delay: 20ms, jitter: 1.5ms, loss: 0.5%, rate: 100mbit}}
     gateway: 10.0.0.2
     app: echo
   sorry:
@@ -117,7 +117,7 @@ GOLDEN_REJECTED = ["unknown-key-typo", "impair-bad", "app-reply-size", "line-bre
                    "switch-empty", "mac-multicast", "mac-all-zero", "exec-nul", "route-dev-empty",
                    "sysctl-not-network", "sysctl-global", "expect-same-ip-not-bool",
                    "expect-traceroute-not-bool", "switch-settings-bad",
-                   "expect-connections-zero", "dnat-bad"]
+                   "expect-connections-zero", "dnat-bad", "vlan-bad"]
 
 # (what, replace this in FULL, with this)
 HAND_MADE = [
@@ -134,6 +134,8 @@ HAND_MADE = [
     ("port range", "port: 8080}\n", "port: 70000}\n"),
     ("nat without masquerade", "nat: [{masquerade: eth0}, ", "nat: [{source: 10.0.0.0/24}, "),
     ("dnat without a port", "{dnat: 8080, to: 10.0.0.11:80,", "{dnat: http, to: 10.0.0.11:80,"),
+    ("vlan out of range", "10.0.0.12/24, vlan: 1}", "10.0.0.12/24, vlan: 4095}"),
+    ("vlan list empty", "10.0.0.12/24, vlan: 1}", "10.0.0.12/24, vlan: []}"),
     ("masquerade and dnat", "{dnat: 8080, to: 10.0.0.11:80,", "{masquerade: eth0, dnat: 8080, to: 10.0.0.11:80,"),
     ("route without via or dev", "{to: 10.9.0.0/24, via: 172.16.0.2, dev: eth2}", "{to: 10.9.0.0/24}"),
     ("switch and peer", "eth0: {peer: \"router:eth2\",", "eth0: {switch: lan, peer: \"router:eth2\","),
