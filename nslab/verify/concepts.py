@@ -382,8 +382,9 @@ def check_expectation(i: int, exp, walk, traffic) -> Result:
 def run_checks(ctx: Context) -> list:
     """Every check that applies to the lab, in teaching order."""
     from .lessons import check_dnat, check_private_source
+    from .vlans import check_vlans
     results = [check_path(ctx), check_arp(ctx)]
-    for fn in (check_ip_stays_mac_changes, check_snat, check_private_source, check_dnat, check_tcp):
+    for fn in (check_ip_stays_mac_changes, check_snat, check_private_source, check_dnat, check_vlans, check_tcp):
         r = fn(ctx)
         if r:
             results.append(r)
