@@ -40,3 +40,13 @@ def interfaces(session, ns: str) -> list[dict]:
                     "mac": link.get("address"), "addresses": addrs.get(link["index"], []),
                     "master": by_index.get(link.get("master"))})
     return out
+
+
+def link_bytes(session, ns: str, dev: str) -> tuple[int, int] | None:
+    """(bytes received, bytes sent) of dev in ns, from the kernel's 64-bit link counters; None if dev is gone."""
+    idx = session.index(ns, dev)
+    if idx is None:
+        return None
+    link = session.ipr(ns).get_links(idx)[0]
+    stats = link.get_attr("IFLA_STATS64") or link.get_attr("IFLA_STATS")
+    return stats["rx_bytes"], stats["tx_bytes"]

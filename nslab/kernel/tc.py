@@ -70,3 +70,16 @@ class ImpairExecutor:
         except _netlink_error() as e:
             if e.code not in GONE + (errno.EINVAL,):  # EINVAL: no such qdisc to delete
                 raise
+
+
+def qdisc_counts(s, ns: str, dev: str) -> dict[str, tuple[int, int]]:
+    """{kind: (packets sent, packets dropped)} of each qdisc on dev (netem's drops are its loss, tbf's are
+    what came faster than the rate)."""
+    idx = s.index(ns, dev)
+    out = {}
+    for q in (s.ipr(ns).get_qdiscs(index=idx) if idx is not None else []):
+        basic = q.get_attr("TCA_STATS2")
+        basic = basic.get_attr("TCA_STATS_BASIC") if basic else None
+        queue = q.get_attr("TCA_STATS2").get_attr("TCA_STATS_QUEUE") if q.get_attr("TCA_STATS2") else None
+        out[q.get_attr("TCA_KIND")] = (basic["packets"] if basic else 0, queue["drops"] if queue else 0)
+    return out

@@ -163,6 +163,7 @@ class ImpairFact:
     neighbour: str | None  # a node on the same segment, in the same subnet; None: nobody to ping
     neighbour_ip: IPv4Address | None
     back: object = None  # the neighbour's own Impair on that segment: the replies pass it
+    neighbour_iface: str | None = None  # the neighbour's interface on the segment: where the line's bytes arrive
 
 
 @dataclass(frozen=True)
@@ -295,7 +296,7 @@ def _impairs(topo, seg_by_name, seg_of):
                 continue
             end, ip = near[0]
             back = topo.node(end.node).interface(end.iface).impair
-            out.append(ImpairFact(node.name, iface.name, iface.impair, end.node, ip, back))
+            out.append(ImpairFact(node.name, iface.name, iface.impair, end.node, ip, back, end.iface))
     return tuple(out)
 
 

@@ -20,6 +20,7 @@ def test_units_become_microseconds_percent_and_bits():
     assert (m.delay_us, m.jitter_us, m.loss_pct, m.rate_bit) == (25000, 2000, 2.0, 10_000_000)
     assert (fact.node, fact.iface, fact.neighbour, str(fact.neighbour_ip)) == ("router", "eth2", "far", "203.0.113.10")
     assert fact.back == m  # far's end of the line is impaired too: the replies pass it
+    assert fact.neighbour_iface == "eth0"  # where the line's bytes arrive at far
 
 
 def test_plan_prints_netem_then_tbf():
@@ -48,3 +49,16 @@ def test_judge_round_trips_and_losses():
     assert alone.back is None
     assert impair.judge("i", alone, [26.0] * 40, 40).status == "PASS"
     assert impair.judge("i", alone, [300.0] * 40, 40).status == "FAIL"  # far over the delay
+
+
+def test_judge_rate_against_the_line():
+    fact = resolved().impairs[0]  # 10 Mbit/s; tbf's bucket 12500 bytes: 0.05 Mbit/s more over a 2 s window
+    ok = impair.judge_rate("r", fact, offered_bit=40e6, got_bit=9.6e6, window=2.0, sent=7000, drops={"tbf": 5000})
+    assert ok.status == "PASS" and "carried 9.60 Mbit/s for a 10.00 Mbit/s rate" in ok.summary, ok.summary
+    assert "tbf 5000" in ok.evidence[1]
+    over = impair.judge_rate("r", fact, offered_bit=40e6, got_bit=11.5e6, window=2.0)
+    assert over.status == "FAIL" and "not in place" in over.summary, over.summary
+    under = impair.judge_rate("r", fact, offered_bit=40e6, got_bit=1e6, window=2.0)
+    assert under.status == "FAIL" and "only 1.00 Mbit/s" in under.summary, under.summary
+    slow = impair.judge_rate("r", fact, offered_bit=11e6, got_bit=9e6, window=2.0)
+    assert slow.status == "SKIP" and "offered only 11.00 Mbit/s" in slow.summary, slow.summary
