@@ -27,12 +27,12 @@ _alive = []  # labs the fixture brought up and has not yet taken down (for Ctrl-
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "nslab_needs(*features): the test needs these kernel features "
-                            "(ipvs, ipip); it is skipped, naming `nslab vm`, where they are missing")
+                            "(ipvs, ipip, vlan, netem); it is skipped, naming `nslab vm`, where they are missing")
 
 
 def _missing(features) -> list[str]:
     from .kernel import caps
-    probes = {"ipvs": caps.has_ipvs, "ipip": caps.has_ipip, "vlan": caps.has_vlan}
+    probes = {"ipvs": caps.has_ipvs, "ipip": caps.has_ipip, "vlan": caps.has_vlan, "netem": caps.has_netem}
     unknown = [f for f in features if f not in probes]
     if unknown:
         raise pytest.UsageError(f"nslab_needs: unknown feature {unknown[0]!r} (known: {', '.join(probes)})")
@@ -54,6 +54,8 @@ def needs_of(topo) -> list[str]:
         out.append("ipip")
     if any(i.vlans for n in topo.nodes for i in n.interfaces):
         out.append("vlan")
+    if any(i.impair for n in topo.nodes for i in n.interfaces):
+        out.append("netem")
     return out
 
 
