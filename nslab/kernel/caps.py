@@ -26,6 +26,11 @@ class Check:
     detail: str
     fix: str = ""
 
+    @property
+    def vm_has_it(self) -> bool:
+        """A kernel feature missing here that `nslab vm`'s kernel has (when the vm-* checks pass)."""
+        return not self.ok and self.fix == _INSIDE_VM
+
 
 def probe() -> list[Check]:
     """Every capability nslab relies on, cheapest-first; read-only, creates nothing.

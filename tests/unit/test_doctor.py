@@ -36,6 +36,19 @@ def test_exit_code_counts_required_checks_only(monkeypatch, capsys):
     ok = [caps.Check("root", True, "x"), caps.Check("replay-tools", True, "ipvsadm not found (optional: ...)")]
     monkeypatch.setattr(caps, "probe", lambda: ok)
     assert cli.main(["doctor"]) == 0
-    monkeypatch.setattr(caps, "probe", lambda: ok + [caps.Check("ipvs", False, "missing", "nslab vm")])
+    monkeypatch.setattr(caps, "probe", lambda: ok + [caps.Check("ipvs", False, "missing", "apt-get install x")])
     assert cli.main(["doctor"]) == 3
     capsys.readouterr()
+
+
+def test_a_feature_the_kernel_vm_has_is_no_failure_while_the_vm_works(monkeypatch, capsys):
+    ipvs = caps.Check("ipvs", False, "IPVS missing", caps._INSIDE_VM)
+    vm_ok = [caps.Check("vm-qemu", True, "x"), caps.Check("vm-kernel", True, "y")]
+    monkeypatch.setattr(caps, "probe", lambda: [caps.Check("root", True, "x"), ipvs] + vm_ok)
+    assert cli.main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    assert "in-vm    ipvs: IPVS missing" in out and "run in the kernel VM: nslab vm -- nslab up FILE" in out
+    vm_broken = [vm_ok[0], caps.Check("vm-kernel", False, "no kernel with IPVS", "apt-get install linux-image-amd64")]
+    monkeypatch.setattr(caps, "probe", lambda: [caps.Check("root", True, "x"), ipvs] + vm_broken)
+    assert cli.main(["doctor"]) == 3
+    assert "MISSING  ipvs" in capsys.readouterr().out
