@@ -146,7 +146,8 @@ def build_parser():
     sp = cmd("schema", cmd_schema, "print the JSON Schema (draft 2020-12) of topology files, for editors (no root)")
     sp.add_argument("-o", "--output", metavar="FILE", help="write it to FILE instead")
 
-    sp = cmd("doctor", cmd_doctor, "what this kernel and machine can run, and how to get the rest")
+    sp = cmd("doctor", cmd_doctor, "what this kernel and machine can run, and how to get the rest (exit 0: every "
+             "lab runs, here or, for kernel features marked in-vm, through `nslab vm`; 3: something is missing)")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
 
     sp = cmd("vm", cmd_vm, "run a command (default: a shell) as root in a throwaway VM whose kernel has IPVS "
