@@ -11,6 +11,7 @@ import re
 import selectors
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -488,6 +489,7 @@ def run(command: list[str], kernel=None, memory=None, kvm=None, rwdirs=None, cwd
     # A new session lets us end QEMU (vng's grandchild) with vng itself.
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env=env, start_new_session=True)
+    restore = _stop_on_signals()
     pumps = [threading.Thread(target=_pump, args=(src, dst), daemon=True)
              for src, dst in ((proc.stdout, out), (proc.stderr, err))]
     for t in pumps:
@@ -501,9 +503,23 @@ def run(command: list[str], kernel=None, memory=None, kvm=None, rwdirs=None, cwd
         _kill_group(proc)  # Ctrl-C: leave no QEMU behind
         raise
     finally:
+        restore()
         for t in pumps:
             t.join(timeout=5)
     return status
+
+
+def _stop_on_signals():
+    """Make SIGTERM and SIGHUP (`timeout`, a CI runner, a closed terminal) end the wait like Ctrl-C, so the
+    VM, in a session of its own that no signal to us reaches, is killed with us. Returns what undoes it."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)
+                if signal.getsignal(sig) == signal.SIG_DFL}
+    return lambda: [signal.signal(sig, handler) for sig, handler in previous.items()]
 
 
 def _binary(stream):

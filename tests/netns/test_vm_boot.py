@@ -3,7 +3,10 @@
 import io
 import os
 import shlex
+import signal
+import subprocess
 import sys
+import time
 
 import pytest
 
@@ -34,3 +37,55 @@ def test_ipvs_autoloads_in_the_vm_and_output_streams():
 
 def test_exit_status_passes_through():
     assert vm.run(["sh", "-c", "exit 7"], stdout=io.BytesIO(), timeout=TIMEOUT) == 7
+
+
+def _descendants(pid: int) -> dict:
+    """{pid: command name} of every process below pid."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            name, rest = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
+            children.setdefault(int(rest[1]), []).append((int(entry), name))
+    found, todo = {}, [pid]
+    while todo:
+        for child, name in children.get(todo.pop(), []):
+            found[child] = name
+            todo.append(child)
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_sigterm_of_nslab_vm_leaves_no_qemu_behind():
+    # `timeout` and CI runners send SIGTERM; QEMU runs in a session of its own, so nslab vm must end it
+    proc = subprocess.Popen([sys.executable, "-m", "nslab", "vm", "--", "sleep", "600"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        below = {}
+        while not any(n.startswith("qemu-system") for n in below.values()):
+            assert proc.poll() is None and time.monotonic() < deadline, "no QEMU started"
+            time.sleep(0.2)
+            below = _descendants(proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        until = time.monotonic() + 10  # killed ones may take a moment to be reaped by init
+        while (left := {p: n for p, n in below.items() if _running(p)}) and time.monotonic() < until:
+            time.sleep(0.2)
+        assert not left, f"left running after SIGTERM: {left}"
+        assert proc.returncode != 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
