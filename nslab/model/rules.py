@@ -1,6 +1,7 @@
 """Cross-field rules (references, subnets, return paths), judged on the resolved lab's facts."""
 
 import difflib
+from ipaddress import IPv4Network
 
 from .resolve import ResolvedLab
 from .schema import Forward
@@ -31,10 +32,8 @@ def check(lab: ResolvedLab, d) -> None:
         names = [i.name for i in node.interfaces]
         for route in node.routes:
             rpath = route.origin or npath
-            if route.via and not any(route.via in n for n in connected):
-                d.error(rpath, f"{route.via} is not on any of {node.name}'s subnets "
-                        f"({', '.join(str(n) for n in connected) or 'none'})",
-                        "a next hop must be directly reachable: use an address on one of the node's networks")
+            if route.via:
+                _check_next_hop(node, route.via, connected, rpath, d)
             if route.dev and route.dev not in names:
                 d.error(rpath + ("dev",), f"{node.name} has no interface '{route.dev}'")
         for nat in node.nat:
@@ -60,6 +59,26 @@ def check(lab: ResolvedLab, d) -> None:
         _check_service(topo, lab.service(svc.name), d)
     for i, e in enumerate(topo.expect):
         _check_expect(topo, e, ("expect", i), d)
+
+
+ZERONET = IPv4Network("0.0.0.0/8")
+
+
+def _check_next_hop(node, via, connected, rpath, d):
+    """A next hop the kernel takes (else `Network is unreachable` or `Nexthop has invalid gateway` in `up`):
+    on a subnet it makes a route for (none for a network whose address is in 0.0.0.0/8, as an address with
+    prefix length 0 has), and not that subnet's broadcast address."""
+    on = [n for n in connected if via in n]
+    if not on:
+        d.error(rpath, f"{via} is not on any of {node.name}'s subnets "
+                f"({', '.join(str(n) for n in connected) or 'none'})",
+                "a next hop must be directly reachable: use an address on one of the node's networks")
+    elif all(n.network_address in ZERONET for n in on):
+        d.error(rpath, f"{via} is only on {', '.join(str(n) for n in on)}, whose network address is in 0.0.0.0/8: "
+                "the kernel makes no subnet route for it", "give the interface a longer prefix length, e.g. /24")
+    elif all(n.prefixlen <= 30 and via == n.broadcast_address for n in on):
+        d.error(rpath, f"{via} is the broadcast address of {', '.join(str(n) for n in on)}: the kernel refuses it "
+                "as a next hop", "use the address of the router on that network")
 
 
 def _check_proxy(topo, node, d):

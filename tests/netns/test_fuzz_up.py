@@ -1,6 +1,6 @@
 """Fuzzing through `up` on the host kernel: the validate fuzzer's mutated topologies (tests/unit/
 test_fuzz_validate.py, seeded with the host-capable shipped and golden files), and valid host-capable seeds
-with one value changed (so that many reach the kernel), handed to `nslab up`. Every
+with one value changed or one address moved (so that many reach the kernel), handed to `nslab up`. Every
 example exits 2 with problems that name the file and a YAML path, or comes up as a lab (0) that `down`
 removes; never a traceback, never a kernel step that fails (validate must have refused it); and after a
 refusal nothing of the lab exists. A crasher found here becomes a golden error file (tests/golden/errors).
@@ -11,6 +11,7 @@ import contextlib
 import copy
 import importlib.util
 import io
+import ipaddress
 import os
 import pathlib
 
@@ -60,6 +61,49 @@ def one_value_changed(draw):
     return fuzz.yaml.dump(data, Dumper=fuzz.DUMPER, sort_keys=False, allow_unicode=True)
 
 
+def _address_slots(data) -> list:
+    """(container, key) of every string in the tree that is an IPv4 address, with or without a prefix
+    length: interface addresses, gateways, routes' via and to."""
+    out = []
+    for container, key in fuzz._slots(data):
+        value = container[key]
+        if isinstance(value, str) and value[:1].isdigit():
+            with contextlib.suppress(ValueError):
+                ipaddress.IPv4Interface(value)
+                out.append((container, key))
+    return out
+
+
+WITH_ADDRESSES = [data for data in VALID if _address_slots(data)]
+MOVES = ("elsewhere in the lab", "elsewhere on its network", "anywhere", "another prefix length")
+
+
+@st.composite
+def one_address_moved(draw):
+    """A valid host-capable seed with one IPv4 address moved (an interface's, a gateway, a route's via or
+    to): to another address of the same lab, elsewhere on its own network, anywhere, or under another
+    prefix length. Mostly still valid in shape, and often a next hop that is no longer on any of its node's
+    subnets, or a subnet that no longer holds the node's next hop: cases validate must refuse before `up`
+    reaches the kernel, where the route would fail (one value of SCALARS is seldom an address at all)."""
+    data = copy.deepcopy(fuzz.pick(draw, WITH_ADDRESSES))
+    slots = _address_slots(data)
+    container, key = fuzz.pick(draw, slots)
+    old = ipaddress.IPv4Interface(container[key])
+    ip, prefix = old.ip, old.network.prefixlen
+    how = fuzz.pick(draw, MOVES)
+    event(f"address moved {how}")
+    if how == MOVES[0]:
+        ip = fuzz.pick(draw, sorted({ipaddress.IPv4Interface(c[k]).ip for c, k in slots}))
+    elif how == MOVES[1]:
+        ip = old.network.network_address + draw(st.integers(0, old.network.num_addresses - 1))
+    elif how == MOVES[2]:
+        ip = draw(st.ip_addresses(v=4))
+    else:
+        prefix = draw(st.integers(0, 32))
+    container[key] = f"{ip}/{prefix}" if "/" in container[key] else str(ip)
+    return fuzz.yaml.dump(data, Dumper=fuzz.DUMPER, sort_keys=False, allow_unicode=True)
+
+
 _CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 EXAMPLES = int(os.environ.get("NSLAB_FUZZ_UP_EXAMPLES") or (300 if _CI else 60))
 LAB = f"crashfz{os.getpid() % 1000}"
@@ -78,7 +122,7 @@ def _nslab(*argv) -> tuple[int, str]:
 
 
 @settings(fuzz.FUZZ, max_examples=EXAMPLES)
-@given(st.one_of(fuzz.topologies(), one_value_changed()))
+@given(st.one_of(fuzz.topologies(), one_value_changed(), one_address_moved()))
 def test_up_of_a_fuzzed_topology_comes_up_or_refuses_it_cleanly(tmp_path_factory, text):
     path = tmp_path_factory.getbasetemp() / "fuzz" / "lab.yaml"
     path.parent.mkdir(exist_ok=True)
