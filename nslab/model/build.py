@@ -313,7 +313,7 @@ class Builder:
         if vlans and peer:
             self.d.error(path + ("vlan",), "VLANs are a switch's: a direct link carries no VLAN",
                          "put the interface on a switch, or remove vlan")
-        elif vlans and not switch and (trunk or name.rpartition(".")[2] != str(vlans[0])):
+        elif vlans and not switch and (trunk or str(name).rpartition(".")[2] != str(vlans[0])):  # a bad name is told already
             self.d.error(path + ("vlan",), f"an interface with a VLAN and no switch is an 802.1Q sub-interface, "
                          f"named PARENT.VID", f"e.g. eth0.{vlans[0]}: {{vlan: {vlans[0]}, address: ...}} beside a "
                          f"trunk eth0: {{switch: lan, vlan: [{vlans[0]}]}}")
