@@ -242,7 +242,8 @@ def _print_nodes(st):
         for fault in node.get("faults", []):  # what `nslab fail` stopped: no longer in the journal
             for p in fault["processes"]:
                 fields = p["action"]["fields"]
-                what = f"{fields['kind']} :{fields['port']}" if "port" in fields else fields.get("kind", "keepalived")
+                kind = fields.get("kind") or {"StartProxy": "haproxy"}.get(p["action"]["kind"], "keepalived")
+                what = f"{kind} :{fields['port']}" if "port" in fields else kind
                 rows.append((node["name"], "app" if "port" in fields else "process", what, f"pid {p['pid']}",
                              "FAILED (nslab fail)"))
     _table(rows)

@@ -249,11 +249,11 @@ def end_all(namespaces, grace=2.0, give_up=15.0) -> int:
     return len(ended)
 
 
-LAB_PROCESSES = ("StartApp", "StartKeepalived")  # the actions that start a lab process of a node
+LAB_PROCESSES = ("StartApp", "StartKeepalived", "StartProxy")  # the actions that start a lab process of a node
 
 
 def recorded_processes(entries, ns: str, run_dir: str | None = None) -> list[dict]:
-    """The lab processes the journal's (action, pid) entries record in ns (built-in apps, keepalived): kind,
+    """The lab processes the journal's (action, pid) entries record in ns (built-in apps, keepalived, haproxy): kind,
     port (None for keepalived), pid, whether it still runs, for a built-in app that died the exit status its
     watcher recorded, and the action that starts it again (a process started again is listed once, with its
     newest pid)."""
@@ -263,7 +263,8 @@ def recorded_processes(entries, ns: str, run_dir: str | None = None) -> list[dic
         running = bool(pid) and alive_in(pid, ns)
         app = type(a).__name__ == "StartApp"
         status = exit_status(os.path.join(run_dir, app_log(a))) if app and run_dir and not running else None
-        out.append({"kind": getattr(a, "kind", "keepalived"), "port": getattr(a, "port", None), "pid": pid,
+        kind = {"StartKeepalived": "keepalived", "StartProxy": "haproxy"}.get(type(a).__name__) or a.kind
+        out.append({"kind": kind, "port": getattr(a, "port", None), "pid": pid,
                     "running": running, "exit_status": status, "action": a})
     return out
 
