@@ -127,8 +127,9 @@ def judge(name: str, fact: ImpairFact, rtts: list, sent: int) -> Result:
     lost = sent - len(rtts)
     where = f"{fact.node}:{fact.iface} -> {fact.neighbour} ({fact.neighbour_ip})" + (" and back, impaired too"
                                                                                       if b else "")
-    ev = [f"{sent} pings {where}: {len(rtts)} answered"
-          + (f", rtt min {min(rtts):.1f} / median {statistics.median(rtts):.1f} / max {max(rtts):.1f} ms" if rtts else "")]
+    spread_ms = (f", rtt min {min(rtts):.1f} / median {statistics.median(rtts):.1f} / max {max(rtts):.1f} ms"
+                 if rtts else "")
+    ev = [f"{sent} pings {where}: {len(rtts)} answered" + spread_ms]
     if not rtts:
         return Result(name, False, f"no ping {where} was answered: a loss of {p:.1%} should not lose all {sent}", ev)
     spread = 3 * math.sqrt(sent * p * (1 - p)) + 1
