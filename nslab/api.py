@@ -398,7 +398,7 @@ def verify(lab: str, count: int | None = None):
             results += services.checks(rlab, client, target.service, traffic, before, results)
         if rlab.impairs:
             from .verify import impair
-            results += impair.measure(rlab)
+            results += impair.measure(rlab, traffic)
         if rlab.proxies:
             from .verify import layers
             results += layers.measure(rlab, client)

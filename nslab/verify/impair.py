@@ -22,11 +22,13 @@ FRAME = DATAGRAM + 8 + 20 + 14
 WARMUP = 0.6  # s of sending before the count starts: netem's delay line and tbf's queue are full by then
 WINDOW = 2.0  # s over which the neighbour's received bytes are counted
 OVERSEND = 1.2  # the sender must offer this many times the rate, or the limit can't be seen
+CLIENT_TIMEOUT_S = 2.0  # how long each of verify's requests waits (run.capture_traffic's timeout)
 
 
-def measure(rlab: ResolvedLab) -> list:
-    """One Result per impaired interface."""
-    out = []
+def measure(rlab: ResolvedLab, requests: dict | None = None) -> list:
+    """One Result per impaired interface (two with a rate), and one per line slower than a request waits when
+    verify's requests (the traffic generator's JSON) timed out."""
+    out = judge_timeouts(rlab, requests)
     for fact in rlab.impairs:
         name = f"impair:{fact.node}:{fact.iface}"
         if fact.neighbour_ip is None:
@@ -42,6 +44,25 @@ def measure(rlab: ResolvedLab) -> list:
         out.append(judge(name, fact, [r["rtt_ms"] for r in got["replies"] if "rtt_ms" in r], count))
         if fact.impair.rate_bit and fact.neighbour_iface:
             out.append(judge_rate(f"impair-rate:{fact.node}:{fact.iface}", fact, **_blast(rlab, fact)))
+    return out
+
+
+def judge_timeouts(rlab: ResolvedLab, requests: dict | None, timeout_s: float = CLIENT_TIMEOUT_S) -> list:
+    """A FAIL for each impaired line whose round trip is never shorter than a request waits, when requests
+    timed out: latency past a client's timeout looks like an outage though nothing is lost."""
+    timed = sum(n for kind, n in ((requests or {}).get("errors") or {}).items() if "imeout" in kind)
+    out, seen = [], set()
+    for fact in rlab.impairs if timed else ():
+        line = frozenset({(fact.node, fact.iface), (fact.neighbour, fact.neighbour_iface)})
+        least = sum(i.delay_us - i.jitter_us for i in (fact.impair, fact.back) if i) / 1000
+        if line in seen or least < timeout_s * 1000:
+            continue
+        seen.add(line)
+        out.append(Result(f"impair-timeout:{fact.node}:{fact.iface}", False,
+                          f"{timed} request(s) timed out: a round trip over {fact.node}:{fact.iface} <-> "
+                          f"{fact.neighbour} takes at least {least:g} ms (its impair delays), longer than the "
+                          f"{timeout_s:g} s a request waits; nothing need be lost for a client to give up",
+                          [f"the requests' errors: {requests.get('errors')}"]))
     return out
 
 

@@ -43,3 +43,6 @@ def test_delay_over_the_client_timeout_fails_verify(root_dir):
     assert got["impair:router:eth2"].status == "PASS" and "0 of 5 lost" in got["impair:router:eth2"].summary, \
         str(report)
     assert got["path"].status == "FAIL", str(report)
+    line = got["impair-timeout:router:eth2"]  # the line named once, as the reason
+    assert line.status == "FAIL" and "at least 3000 ms" in line.summary and "2 s a request waits" in line.summary, \
+        str(report)

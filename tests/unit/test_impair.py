@@ -62,3 +62,13 @@ def test_judge_rate_against_the_line():
     assert under.status == "FAIL" and "only 1.00 Mbit/s" in under.summary, under.summary
     slow = impair.judge_rate("r", fact, offered_bit=11e6, got_bit=9e6, window=2.0)
     assert slow.status == "SKIP" and "offered only 11.00 Mbit/s" in slow.summary, slow.summary
+
+
+def test_a_line_slower_than_a_request_waits_is_named_when_requests_timed_out():
+    slow = resolved(lambda t: t.replace(LINE, "{delay: 1500ms}"))  # both ends: 3 s a round trip
+    timed_out = {"ok": 0, "errors": {"TimeoutError": 3}}
+    (r,) = impair.judge_timeouts(slow, timed_out)  # one line, named once though impaired on both ends
+    assert r.status == "FAIL" and r.name == "impair-timeout:router:eth2", r
+    assert "3 request(s) timed out" in r.summary and "at least 3000 ms" in r.summary and "2 s" in r.summary
+    assert impair.judge_timeouts(slow, {"ok": 3, "errors": {}}) == []  # nothing timed out: nothing to say
+    assert impair.judge_timeouts(resolved(), timed_out) == []  # 50 ms: not the line's doing
