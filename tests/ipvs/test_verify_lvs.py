@@ -19,6 +19,12 @@ def test_verify_passes_on_shipped_lvs_labs(root_dir, lab):
     got = statuses(report)
     assert got[f"lvs-{lab}"] == "PASS" and got["scheduler"] == "PASS", str(report)
     assert "FAIL" not in got.values()
+    if lab == "nat":  # each client port's entry in the director's IPVS connection table, and its real server's row
+        held = next(r for r in report.results if r.name == "expect[0].connections")
+        assert held.status == "PASS" and "IPVS connection table holds one entry per client port" in held.summary
+        assert len(held.evidence) == 20 and all("-> 10.0.0.100:80 -> 10.1.0.1" in e and "ESTABLISHED" in e
+                                                 and "'s socket table: 10.1.0.1" in e for e in held.evidence), \
+            held.evidence
     assert leftovers(lab) == []  # verify brought the lab up, so it took it down
 
 
