@@ -37,6 +37,16 @@ def _sock(s, ns):
     return s.socket(ns, "ipvs", make)
 
 
+def load_module(s, ns) -> None:
+    """Have the kernel load ip_vs (and with it net.ipv4.vs.*): it does when IPVS's generic netlink family is
+    first asked for, as opening an IPVS socket does. A kernel without IPVS leaves things as they were."""
+    from pyroute2.netlink.exceptions import NetlinkError
+    try:
+        _sock(s, ns)
+    except (NetlinkError, OSError):
+        pass
+
+
 def _service(a, settings=None):
     """The pyroute2 service an action names; with its scheduler and persistence from settings (default: the
     action's own, for an IpvsService)."""

@@ -5,6 +5,8 @@ import os
 
 from . import netns
 
+IPVS_KEYS = "net.ipv4.vs."  # there once the ip_vs module is loaded
+
 
 def _path(key: str) -> str:
     return "/proc/sys/" + key.replace(".", "/")
@@ -83,6 +85,10 @@ class SysctlExecutor:
         Raises FileNotFoundError (with .action set) for a key this kernel lacks that isn't optional."""
         ns = actions[0].ns
         current = read_many(ns, [a.key for a in actions])
+        if any(current[a.key] is None and a.key.startswith(IPVS_KEYS) for a in actions):
+            from . import ipvs
+            ipvs.load_module(s, ns)
+            current = read_many(ns, [a.key for a in actions])
         for a in actions:
             if current[a.key] is None and not a.optional:
                 e = FileNotFoundError(f"sysctl {a.key} does not exist in {ns}")

@@ -89,7 +89,9 @@ class Sysctl(Action):
     def argvs(self):
         # -e: a shell replaying the plan goes on past an optional key this kernel lacks
         flags = ["-q", "-e", "-w"] if self.optional else ["-q", "-w"]
-        return [["ip", "netns", "exec", self.ns, "sysctl", *flags, f"{self.key}={self.value}"]]
+        # net.ipv4.vs.* is there once ip_vs is loaded (nslab has the kernel load it the same way)
+        load = [["modprobe", "ip_vs"]] if self.key.startswith("net.ipv4.vs.") else []
+        return [*load, ["ip", "netns", "exec", self.ns, "sysctl", *flags, f"{self.key}={self.value}"]]
 
 
 @dataclass(frozen=True)

@@ -132,6 +132,13 @@ def _baseline(sysctl, ns, node):
 
 
 def _derive_service_sysctls(rlab, svc, sysctl):
+    if svc.health:
+        why = (f"service '{svc.name}': keepalived takes a dead real server out of IPVS, but IPVS keeps that "
+               "server's connection entries (60 s for a refused SYN, 15 min for an established connection) and "
+               "drops every packet on them, the SYN of a client port used again included; with "
+               "expire_nodest_conn=1 such a packet ends its entry and is scheduled anew")
+        for d in svc.directors:
+            sysctl.put(rlab.ns(d), "net.ipv4.vs.expire_nodest_conn", 1, why)
     director = rlab.topology.node(svc.director)
     if svc.method is Forward.NAT and director.forward is None:
         sysctl.put(rlab.ns(svc.director), "net.ipv4.ip_forward", 1,
