@@ -9,7 +9,7 @@ import os
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass, field
+from .record import field, record
 
 from . import model, state
 from .errors import EnvironmentMissing, KernelError, UsageError
@@ -63,7 +63,7 @@ def _vm_hint(topo):
             f"with `nslab vm` and run nslab up {topo.source} (see `nslab doctor`)")
 
 
-@dataclass
+@record(frozen=False)
 class UpResult:
     lab: str
     changed: list  # the actions this run applied (new objects and attributes changed in place)
@@ -137,7 +137,7 @@ def _lab_token(session, lab: str, st: dict | None, journal) -> str:
     return names.new_token()
 
 
-@dataclass
+@record(frozen=False)
 class PlanChanges:
     """What `up` of a topology would change in its running lab (read from the kernel and the journal)."""
     lab: str
@@ -166,7 +166,7 @@ def plan_changes(topo: Topology) -> PlanChanges | None:
     return PlanChanges(topo.name, add, kapply.objects(a for a, _ in kapply.to_undo(gone)), len(actions))
 
 
-@dataclass
+@record(frozen=False)
 class DownResult:
     lab: str
     namespaces: list = field(default_factory=list)
@@ -281,7 +281,7 @@ def topology_of(lab: str) -> Topology:
             raise UsageError(f"lab '{lab}' has namespaces but no state (lost, or an `up` was killed): "
                              f"`nslab down {lab}` removes it, then `nslab up` builds it again")
         raise UsageError(f"no lab named '{lab}' is up (see `nslab status`)")
-    from dataclasses import replace
+    from .record import replace
     topo = model.loads(st["topology"], st.get("source") or f"{lab} (from its state)")
     return replace(topo, name=lab)  # a copy may run under another name
 
@@ -604,7 +604,7 @@ class Lab:
     def __init__(self, topo, name: str | None = None):
         self.topo = load_topology(topo) if isinstance(topo, str) else topo
         if name:
-            from dataclasses import replace
+            from .record import replace
             self.topo = replace(self.topo, name=model.check_name(name))
         self.name = self.topo.name
 

@@ -7,14 +7,14 @@ A fault record: {"node", "kind": processes | link | node, "iface" (link), "since
 """
 
 import time
-from dataclasses import dataclass, field
+from .record import field, record
 
 from . import state
 from .errors import UsageError
 from .model import names
 from .plan.actions import Action
 
-@dataclass
+@record(frozen=False)
 class FaultResult:
     """What one fail or heal did: changed is False when there was nothing to do (message says why)."""
 
@@ -168,7 +168,7 @@ def _describe(action, pid) -> str:
     return f"{label} (pid {pid})"
 
 
-@dataclass(frozen=True)
+@record
 class Scheduled:
     """A fault injected during a load: `node` failed (its processes, one link, or the whole node) fail_at
     seconds into it, and healed heal_at seconds into it (None: left failed after the load)."""

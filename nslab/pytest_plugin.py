@@ -17,7 +17,7 @@ import itertools
 import os
 import signal
 import threading
-from dataclasses import replace
+from .record import replace
 
 import pytest
 

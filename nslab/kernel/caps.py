@@ -5,7 +5,7 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
-from dataclasses import dataclass
+from ..record import record
 from functools import lru_cache
 from pathlib import Path
 
@@ -17,7 +17,7 @@ _CAP_SYS_ADMIN = 21
 _INSIDE_VM = "nslab vm -- nslab up FILE (boots a kernel that has it; needs the vm-* checks to pass)"
 
 
-@dataclass(frozen=True)
+@record
 class Check:
     """One probe's answer: ok, what was seen, and the command that fixes it when not ok."""
 

@@ -4,7 +4,7 @@ import errno
 import os
 import socket
 import time
-from dataclasses import replace
+from ..record import replace
 from enum import IntEnum
 
 from ..plan import actions as A

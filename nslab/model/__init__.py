@@ -14,7 +14,7 @@ __all__ = ["load", "loads", "resolve", "ResolvedLab", "Topology", "Forward", "ch
 
 
 def _validate(source, text: str):
-    from dataclasses import replace
+    from ..record import replace
 
     from . import build, rules
     topo, diags = build.build(source)

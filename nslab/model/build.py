@@ -1,4 +1,4 @@
-"""Raw YAML data -> Topology dataclasses, checking each field's own shape (the keys, names and limits
+"""Raw YAML data -> Topology records, checking each field's own shape (the keys, names and limits
 come from spec.py)."""
 
 import re

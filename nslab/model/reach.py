@@ -5,7 +5,7 @@ Pure: reads only the resolved lab (routes_of, forwards, holders, segments), neve
 a lab declares, not what the kernel does with it, so it warns; `nslab why` proves from packets.
 """
 
-from dataclasses import dataclass
+from ..record import record
 from ipaddress import IPv4Address, IPv4Network, ip_address
 
 from .diag import dotted
@@ -17,7 +17,7 @@ ENDS = {"delivered": "delivered", "no-route": "no route onward", "no-neighbour":
         "not-forwarding": "forwarding off", "loop": "a loop"}
 
 
-@dataclass(frozen=True)
+@record
 class Step:
     """One node handing the packet on: out of `iface` to next hop `via`, taken by node `to`."""
 
@@ -29,7 +29,7 @@ class Step:
     src: IPv4Address  # the source as it leaves `node` (after any SNAT there)
 
 
-@dataclass(frozen=True)
+@record
 class Path:
     """A packet's static walk from `sender` to `dst`: the steps, and how it ended at node `at`."""
 

@@ -7,7 +7,7 @@ it leaves the fact out or None, and model/rules.py reports it. That is what lets
 read the same facts the planner uses.
 """
 
-from dataclasses import dataclass
+from ..record import record
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 from . import names
@@ -16,7 +16,7 @@ from .schema import Forward, Health, Node, Topology
 DEFAULT_PORTS = {"http": 80, "echo": 7}
 
 
-@dataclass(frozen=True)
+@record
 class End:
     """One node interface on a segment."""
 
@@ -27,7 +27,7 @@ class End:
     mac: str | None = None  # set by hand, else the kernel's random one
 
 
-@dataclass(frozen=True)
+@record
 class Segment:
     """One L2 segment: a switch (a bridge in the fabric) or a direct cable between two interfaces."""
 
@@ -43,7 +43,7 @@ class Segment:
         return tuple(e.node for e in self.ends)
 
 
-@dataclass(frozen=True)
+@record
 class Tap:
     """Where to sniff a segment (or a TUN real server's tunl0): an interface in a namespace."""
 
@@ -58,7 +58,7 @@ class Tap:
     in_fabric: bool = True
 
 
-@dataclass(frozen=True)
+@record
 class AppEndpoint:
     """Where a node's built-in app listens and how to talk to it."""
 
@@ -78,7 +78,7 @@ class AppEndpoint:
         return "udp" if self.protocol == "udp" else "tcp-echo"
 
 
-@dataclass(frozen=True)
+@record
 class RealServerFacts:
     node: str
     address: IPv4Address | None  # None: cannot be derived (model/rules.py says so)
@@ -88,7 +88,7 @@ class RealServerFacts:
     director_addresses: tuple[IPv4Address, ...] = ()  # the director's addresses on those shared segments
 
 
-@dataclass(frozen=True)
+@record
 class VrrpFacts:
     """One director of a VRRP pair: where it speaks VRRP and holds the VIP when it is master."""
 
@@ -98,7 +98,7 @@ class VrrpFacts:
     router_id: int  # VRRP's virtual_router_id, one per service in the lab
 
 
-@dataclass(frozen=True)
+@record
 class ServiceFacts:
     name: str
     director: str
@@ -136,7 +136,7 @@ class ServiceFacts:
         return next((r for r in self.real_servers if r.node == node), None)
 
 
-@dataclass(frozen=True)
+@record
 class PortForwardFacts:
     """A router's port forward (DNAT) as traffic sees it: where outsiders send, where it goes on to."""
 
@@ -153,7 +153,7 @@ class PortForwardFacts:
         return f"{self.address}:{self.port}"
 
 
-@dataclass(frozen=True)
+@record
 class ImpairFact:
     """An impaired interface and the neighbour verify measures it against (pings leave through it)."""
 
@@ -166,7 +166,7 @@ class ImpairFact:
     neighbour_iface: str | None = None  # the neighbour's interface on the segment: where the line's bytes arrive
 
 
-@dataclass(frozen=True)
+@record
 class ProxyFacts:
     """haproxy in a node: where it listens and where each server's app is."""
 
@@ -181,7 +181,7 @@ class ProxyFacts:
         return f"{self.address}:{self.port}"
 
 
-@dataclass(frozen=True)
+@record
 class ResolvedLab:
     """A topology with every derived fact. `topology` stays reachable for what was declared as is."""
 
@@ -470,7 +470,7 @@ def _vip_interface(svc, director, shared_pairs):
     return director.interfaces[0].name if director.interfaces else None
 
 
-@dataclass(frozen=True)
+@record
 class RouteFact:
     """One entry of a node's routing table as the lab declares it: a connected network or a route."""
 

@@ -1,6 +1,6 @@
-"""The topology as declared: frozen dataclasses, no kernel knowledge."""
+"""The topology as declared: frozen records (nslab.record), no kernel knowledge."""
 
-from dataclasses import dataclass, field
+from ..record import field, record
 from enum import Enum
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
@@ -21,7 +21,7 @@ HEALTH_CHECKS = ("http", "tcp")
 ON_FAILURE = ("remove", "weight0")
 
 
-@dataclass(frozen=True)
+@record
 class Switch:
     """A switch's settings, where the topology gives any (`switches: [{name: lan, ageing: 0}]`)."""
 
@@ -29,7 +29,7 @@ class Switch:
     ageing: int | None = None  # seconds a learned MAC stays in the bridge's FDB; None: the kernel's 300
 
 
-@dataclass(frozen=True)
+@record
 class Impair:
     """netem (and tbf) on what an interface sends."""
 
@@ -39,7 +39,7 @@ class Impair:
     rate_bit: int = 0  # bits per second; 0: no limit
 
 
-@dataclass(frozen=True)
+@record
 class Interface:
     name: str
     addresses: tuple[IPv4Interface, ...] = ()
@@ -56,7 +56,7 @@ class Interface:
         return self.name.rpartition(".")[0] if self.vlans and not self.switch and not self.peer else None
 
 
-@dataclass(frozen=True)
+@record
 class Route:
     to: IPv4Network
     via: IPv4Address | None = None
@@ -68,7 +68,7 @@ class Route:
         return self.to.prefixlen == 0
 
 
-@dataclass(frozen=True)
+@record
 class Nat:
     """Masquerade (SNAT to the interface's address) traffic leaving `out`."""
 
@@ -76,7 +76,7 @@ class Nat:
     source: IPv4Network | None = None
 
 
-@dataclass(frozen=True)
+@record
 class PortForward:
     """DNAT: packets for the node's own `port` (arriving on `iface`, or any) go on to to_ip:to_port."""
 
@@ -87,7 +87,7 @@ class PortForward:
     protocol: str = "tcp"
 
 
-@dataclass(frozen=True)
+@record
 class App:
     kind: str  # one of APPS
     port: int | None = None  # None: the port of the service it serves, else 80 (http) / 7 (echo)
@@ -95,7 +95,7 @@ class App:
     reply_size: int | None = None  # http: bytes of each reply body; None: just the node's name
 
 
-@dataclass(frozen=True)
+@record
 class Proxy:
     """haproxy in a node: round robin over `servers`, a path prefix to one server."""
 
@@ -104,7 +104,7 @@ class Proxy:
     paths: tuple[tuple[str, str], ...] = ()  # (prefix, node)
 
 
-@dataclass(frozen=True)
+@record
 class Node:
     name: str
     interfaces: tuple[Interface, ...] = ()
@@ -125,7 +125,7 @@ class Node:
         return next((r.via for r in self.routes if r.is_default), None)
 
 
-@dataclass(frozen=True)
+@record
 class RealServer:
     node: str
     weight: int = 1
@@ -133,7 +133,7 @@ class RealServer:
     port: int | None = None  # None: the service's port
 
 
-@dataclass(frozen=True)
+@record
 class Health:
     """How keepalived checks a real server (its HTTP_GET or TCP_CHECK)."""
 
@@ -144,7 +144,7 @@ class Health:
     retries: int = 1  # failed checks in a row after the first before it counts as down
 
 
-@dataclass(frozen=True)
+@record
 class Service:
     name: str
     director: str
@@ -170,7 +170,7 @@ class Service:
         return bool(self.health or self.directors)
 
 
-@dataclass(frozen=True)
+@record
 class Expect:
     """A lab's own claim for `verify`: traffic from a node to a target takes (or never takes) a path."""
 
@@ -186,7 +186,7 @@ class Expect:
     share: tuple[tuple[str, int], ...] = ()  # (real server, weight): the split of a service's connections
 
 
-@dataclass(frozen=True)
+@record
 class Topology:
     name: str
     nodes: tuple[Node, ...]

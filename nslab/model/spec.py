@@ -7,7 +7,7 @@ shorthand: one of several forms). build.py reads every key declared here; test_j
 """
 
 import re
-from dataclasses import dataclass, field
+from ..record import field, record
 
 from .names import LAB_NAME, MAX_LAB, MAX_NODE
 from .schema import APPS, HEALTH_CHECKS, ON_FAILURE, PROTOCOLS, SCHEDULERS, Forward
@@ -56,7 +56,7 @@ PERCENT_TEXT = r"^(100(\.0+)?|[0-9]{1,2}(\.[0-9]+)?)%$"
 RATE_TEXT = r"^[0-9]+(\.[0-9]+)?(bit|kbit|mbit|gbit)$"
 
 
-@dataclass(frozen=True)
+@record
 class Text:
     pattern: str | None = None
     max_length: int | None = None
@@ -66,18 +66,18 @@ class Text:
     doc: str = ""  # what this form means, where it is one form of several
 
 
-@dataclass(frozen=True)
+@record
 class Int:
     lo: int | None = None
     hi: int | None = None
 
 
-@dataclass(frozen=True)
+@record
 class Bool:
     pass
 
 
-@dataclass(frozen=True)
+@record
 class List:
     item: object
     unique: bool = False
@@ -85,7 +85,7 @@ class List:
     doc: str = ""
 
 
-@dataclass(frozen=True)
+@record
 class Map:
     """A mapping from names (the key Text) to values."""
 
@@ -95,21 +95,21 @@ class Map:
     names: object = None  # a further type every name must have (the schema's propertyNames)
 
 
-@dataclass(frozen=True)
+@record
 class Ref:
     obj: str  # an Obj's name
     doc: str = ""
     nullable: bool = False  # null: the object with no settings
 
 
-@dataclass(frozen=True)
+@record
 class Either:
     """A shorthand: the value takes one of these forms."""
 
     forms: tuple
 
 
-@dataclass(frozen=True)
+@record
 class Key:
     name: str
     type: object
@@ -119,7 +119,7 @@ class Key:
     default: object = None
 
 
-@dataclass(frozen=True)
+@record
 class Obj:
     name: str
     doc: str

@@ -1,8 +1,8 @@
-"""One small frozen dataclass per kernel change; each prints itself as the commands a student would type."""
+"""One small frozen record per kernel change; each prints itself as the commands a student would type."""
 
 import shlex
 import sys
-from dataclasses import dataclass, field, fields
+from ..record import field, fields, record
 
 # The fields that name the object an action makes: two actions with the same identity make the same object,
 # and `up` changes the other fields (a route's next hop, a real server's weight, a sysctl's value) in place.
@@ -14,7 +14,7 @@ IDENTITY = {
 }
 
 
-@dataclass(frozen=True)
+@record
 class Action:
     ns: str  # the namespace the change happens in
     reason: str = field(default="", compare=False)
@@ -67,7 +67,7 @@ def _ip(ns, *words):
     return ["ip", "-n", ns, *words]
 
 
-@dataclass(frozen=True)
+@record
 class AddNetns(Action):
     """A namespace, marked as ours by an alias on its lo (read back before anything deletes it)."""
 
@@ -78,7 +78,7 @@ class AddNetns(Action):
                 _ip(self.ns, "link", "set", "lo", "up")]
 
 
-@dataclass(frozen=True)
+@record
 class Sysctl(Action):
     """One sysctl key of a namespace set to a value; undone by restoring the value it had before."""
 
@@ -94,7 +94,7 @@ class Sysctl(Action):
         return [*load, ["ip", "netns", "exec", self.ns, "sysctl", *flags, f"{self.key}={self.value}"]]
 
 
-@dataclass(frozen=True)
+@record
 class AddBridge(Action):
     name: str = ""
     ageing: int | None = None  # seconds a learned MAC is kept; None: the kernel's default (300)
@@ -108,7 +108,7 @@ class AddBridge(Action):
                 _ip(self.ns, "link", "set", self.name, "up")]
 
 
-@dataclass(frozen=True)
+@record
 class AddVeth(Action):
     """A veth pair: `name` stays in ns, `peer` is moved into peer_ns; both come up."""
 
@@ -133,7 +133,7 @@ class AddVeth(Action):
         return out
 
 
-@dataclass(frozen=True)
+@record
 class BridgeVlan(Action):
     """A bridge port's VLANs: an access port (one VID, pvid and untagged) or a trunk (tagged VIDs); the port
     leaves the default VLAN 1."""
@@ -149,7 +149,7 @@ class BridgeVlan(Action):
                 + [bridge + ["del", "dev", self.port, "vid", "1"]])
 
 
-@dataclass(frozen=True)
+@record
 class AddVlan(Action):
     """An 802.1Q sub-interface: frames of `parent` tagged `vid` come and go through it."""
 
@@ -162,7 +162,7 @@ class AddVlan(Action):
                 _ip(self.ns, "link", "set", self.name, "up")]
 
 
-@dataclass(frozen=True)
+@record
 class AddTunnel(Action):
     """tunl0, the ipip fallback device: receives IP-in-IP from any source (LVS TUN)."""
 
@@ -173,7 +173,7 @@ class AddTunnel(Action):
         return [["modprobe", "ipip"], _ip(self.ns, "link", "set", self.name, "up")]
 
 
-@dataclass(frozen=True)
+@record
 class AddAddress(Action):
     dev: str = ""
     cidr: str = ""
@@ -182,7 +182,7 @@ class AddAddress(Action):
         return [_ip(self.ns, "addr", "add", self.cidr, "dev", self.dev)]
 
 
-@dataclass(frozen=True)
+@record
 class AddRoute(Action):
     to: str = ""  # "default" or a prefix
     via: str | None = None
@@ -197,7 +197,7 @@ class AddRoute(Action):
         return [_ip(self.ns, *words)]
 
 
-@dataclass(frozen=True)
+@record
 class Masquerade(Action):
     """SNAT traffic leaving `out` to out's own address (nftables)."""
 
@@ -222,7 +222,7 @@ class Masquerade(Action):
                        "comment", f'"{self.comment}"']]
 
 
-@dataclass(frozen=True)
+@record
 class Dnat(Action):
     """A port forward (nftables DNAT): packets for `port` of the node's own addresses, arriving on `iface`
     (or any), get to_ip:to_port as their destination; conntrack restores the replies' source."""
@@ -250,7 +250,7 @@ class Dnat(Action):
                        "dnat", "to", f"{self.to_ip}:{self.to_port}", "comment", f'"{self.comment}"']]
 
 
-@dataclass(frozen=True)
+@record
 class SetImpair(Action):
     """netem on what an interface sends (delay, jitter, loss), and tbf beneath it for a rate."""
 
@@ -281,7 +281,7 @@ class SetImpair(Action):
         return out
 
 
-@dataclass(frozen=True)
+@record
 class IpvsService(Action):
     protocol: str = "tcp"
     vip: str = ""
@@ -297,7 +297,7 @@ class IpvsService(Action):
         return [["ip", "netns", "exec", self.ns, *words]]
 
 
-@dataclass(frozen=True)
+@record
 class IpvsDest(Action):
     protocol: str = "tcp"
     vip: str = ""
@@ -315,7 +315,7 @@ class IpvsDest(Action):
                  "-r", f"{self.rip}:{self.rport}", self.FLAGS[self.method], "-w", str(self.weight)]]
 
 
-@dataclass(frozen=True)
+@record
 class StartApp(Action):
     """A built-in server (nslab.apps.*) started inside the node and recorded in the state."""
 
@@ -340,7 +340,7 @@ class StartApp(Action):
         return [c + " &" for c in super().commands()]
 
 
-@dataclass(frozen=True)
+@record
 class StartProxy(Action):
     """haproxy started inside the node with a configuration of nslab's, recorded in the state like an app."""
 
@@ -361,7 +361,7 @@ class StartProxy(Action):
                 f"cat > {shlex.quote(self.config_path)} <<'EOF'\n{self.config}EOF"] + [c + " &" for c in super().commands()]
 
 
-@dataclass(frozen=True)
+@record
 class Exec(Action):
     """A start-up command from the topology's `exec:`; run once, when the lab is first built."""
 
@@ -372,7 +372,7 @@ class Exec(Action):
         return [["ip", "netns", "exec", self.ns, *self.argv]]
 
 
-@dataclass(frozen=True)
+@record
 class StartKeepalived(Action):
     """keepalived in a director's namespace, a lab process of that node like an app (recorded in the state;
     `down` ends it): its config, pid files and notify files live in the lab's state dir, it logs to its
