@@ -185,8 +185,7 @@ def down(lab: str, wait: bool = False) -> DownResult:
     (unless wait=True), StateError if its state directory is unsafe (a symlink, someone else's).
     """
     from .errors import StateError
-    from .kernel import apply as kapply
-    from .kernel import netns, observe, procs
+    from .kernel import netns, observe
     from .kernel.session import Session
     model.check_name(lab)
     require_root()
@@ -204,6 +203,8 @@ def down(lab: str, wait: bool = False) -> DownResult:
             if not owned and st is None and not steps and not pending:
                 state.remove(lab)
                 raise UsageError(f"no lab named '{lab}' is up (see `nslab status`)")
+            from .kernel import apply as kapply  # here: a lab that is not up costs no executors
+            from .kernel import procs
             candidates = set(owned) | {a.ns for a, _ in steps if type(a).__name__ == "AddNetns"} | {
                 a.ns for a in pending}
             existed = sorted(n for n in candidates if netns.taken(n))

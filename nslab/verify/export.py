@@ -1,9 +1,14 @@
 """What verify and trace write to files: one pcap per link, the walk as an SVG ladder, the topology as an SVG."""
 
 import os
-from xml.sax.saxutils import escape
 
 COLOURS = {"request": "#1f6fb2", "reply": "#c0392b", "arp": "#7f8c8d"}
+
+
+def escape(text: str) -> str:
+    """Text made safe inside SVG markup (&, < and >, as xml.sax.saxutils.escape; that module imports urllib's
+    whole HTTP client, a fifth of `nslab graph`'s start-up)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def pcap_name(link: str) -> str:

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from nslab import model
 from nslab.errors import TopologyError
-from nslab.model.load import parse
+from nslab.model.source import parse
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SEEDS = [p.read_text() for p in sorted([*ROOT.glob("topologies/*.yaml"), *ROOT.glob("topologies/broken/*.yaml"),

@@ -16,7 +16,7 @@ from nslab import cli, model
 from nslab.errors import TopologyError
 from nslab.model import build, spec
 from nslab.model.jsonschema import schema, type_schema
-from nslab.model.load import Source
+from nslab.model.source import Source
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SHIPPED = sorted([*ROOT.glob("topologies/*.yaml"), *ROOT.glob("topologies/broken/*.yaml")])
