@@ -20,9 +20,10 @@ STEPS = [
 
 def traffic():
     from nslab import api
-    out = api.run("dr", "client", [sys.executable, "-m", "nslab.verify.traffic", "http", "--target",
-                                   "10.0.0.100:80", "--count", "60", "--concurrency", "10"],
-                  capture_output=True, text=True, timeout=300)
+    from nslab import pyhelper
+    out = api.run("dr", "client", pyhelper.argv("nslab.verify.traffic", "http", "--target", "10.0.0.100:80",
+                                                "--count", "60", "--concurrency", "10"),
+                  capture_output=True, text=True, timeout=300, env=pyhelper.env())
     print(out.stdout.strip() or out.stderr.strip())
 
 

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import time
 
+from .. import pyhelper
 from ..errors import KernelError
 from . import netns
 
@@ -23,7 +24,7 @@ def exit_path(log_path: str) -> str:
     return log_path.rsplit(".", 1)[0] + ".exit"
 
 
-def spawn(ns: str, argv, log_path: str, ready_timeout=APP_READY_TIMEOUT) -> int:
+def spawn(ns: str, argv, log_path: str, ready_timeout=APP_READY_TIMEOUT, env=None) -> int:
     """Start argv inside ns in the background; wait until it writes 'ready' to its --ready-fd; return its pid.
     Its exit status goes to exit_path(log_path) when it ends."""
     rfd, wfd = os.pipe()
@@ -36,7 +37,8 @@ def spawn(ns: str, argv, log_path: str, ready_timeout=APP_READY_TIMEOUT) -> int:
         with netns.child_enters(ns, new_session=True) as enter, open_log(log_path) as log:
             proc = subprocess.Popen(["/bin/sh", "-c", _WATCHER, exit_file, *argv, "--ready-fd", str(wfd)],
                                     stdin=subprocess.DEVNULL, stdout=log,
-                                    stderr=subprocess.STDOUT, pass_fds=(wfd,), preexec_fn=enter, close_fds=True)
+                                    stderr=subprocess.STDOUT, pass_fds=(wfd,), preexec_fn=enter, close_fds=True,
+                                    env=env)
         os.close(wfd)
         wfd = -1
         ready = b"ready" in _read_until_ready(rfd, ready_timeout)
@@ -122,9 +124,9 @@ def run(ns: str, argv, log_path: str, timeout=60) -> int:
         raise KernelError(f"{' '.join(argv)} in {ns} did not finish within {timeout} s") from None
 
 
-def capture(ns: str, argv, timeout=60) -> subprocess.CompletedProcess:
+def capture(ns: str, argv, timeout=60, env=None) -> subprocess.CompletedProcess:
     """Run argv inside ns and return it with its stdout/stderr as text."""
-    return run_in(ns, argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
+    return run_in(ns, argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def _state(pid: int) -> str | None:
@@ -277,13 +279,14 @@ def end_orphans(ns: str, argv) -> None:
     """End copies of this app already running in ns that no journal records (their pid was lost with the
     lab's state): they would hold its port. Matched by namespace identity and command line."""
     identities = _identities([ns])
+    want = [w for w in argv if w != "-S"]  # an app started by an nslab before helpers ran with -S matches too
     for pid in netns.pids_with(identities):
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
                 words = [w.decode(errors="replace") for w in f.read().split(b"\0")]
         except OSError:
             continue
-        if words[:len(argv)] == list(argv):
+        if [w for w in words if w != "-S"][:len(want)] == want:
             end([pid], ns)
 
 
@@ -310,7 +313,7 @@ class AppExecutor(LabProcessExecutor):
     @staticmethod
     def do(s, a):
         end_orphans(a.ns, a.app_argv())
-        return spawn(a.ns, a.app_argv(), os.path.join(s.run_dir, app_log(a)))
+        return spawn(a.ns, a.app_argv(), os.path.join(s.run_dir, app_log(a)), env=pyhelper.env())
 
 
 PROXY_READY_TIMEOUT = 60  # seconds until haproxy listens

@@ -1,7 +1,7 @@
 """One small frozen record per kernel change; each prints itself as the commands a student would type."""
 
 import shlex
-import sys
+from .. import pyhelper
 from ..record import field, fields, record
 
 # The fields that name the object an action makes: two actions with the same identity make the same object,
@@ -326,7 +326,7 @@ class StartApp(Action):
     reply_size: int | None = None  # http: bytes of each reply body
 
     def app_argv(self) -> list[str]:
-        argv = [sys.executable, "-m", f"nslab.apps.{self.kind}", "--name", self.node, "--port", str(self.port)]
+        argv = pyhelper.argv(f"nslab.apps.{self.kind}", "--name", self.node, "--port", str(self.port))
         if self.kind == "echo":
             argv += ["--protocol", self.protocol]
         if self.reply_size:
@@ -334,7 +334,7 @@ class StartApp(Action):
         return argv
 
     def argvs(self):
-        return [["ip", "netns", "exec", self.ns, "python3", *self.app_argv()[1:]]]
+        return [["ip", "netns", "exec", self.ns, "python3", *self.app_argv()[2:]]]  # as a user types it: no -S
 
     def commands(self):
         return [c + " &" for c in super().commands()]

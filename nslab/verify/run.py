@@ -2,9 +2,9 @@
 
 import json
 import subprocess
-import sys
 from dataclasses import dataclass
 
+from .. import pyhelper
 from ..errors import UsageError
 from ..kernel import addrs, netns, observe, procs, procsys as sysctl
 from ..kernel.session import Session
@@ -102,12 +102,12 @@ def capture_traffic(lab: ResolvedLab, client: str, target: Target, count: int = 
 
 def send(lab: ResolvedLab, client: str, target: Target, count: int, concurrency: int, timeout: float = 2.0) -> dict:
     """Run the traffic generator inside the client node; its JSON result (or {"error": ...})."""
-    argv = [sys.executable, "-m", "nslab.verify.traffic", target.kind, "--target", str(target),
-            "--count", str(count), "--timeout", str(timeout), "--concurrency", str(concurrency)]
+    argv = pyhelper.argv("nslab.verify.traffic", target.kind, "--target", str(target),
+                         "--count", str(count), "--timeout", str(timeout), "--concurrency", str(concurrency))
     waves = -(-count // max(1, concurrency))
     limit = 30 + waves * timeout * 2
     try:
-        proc = procs.capture(lab.ns(client), argv, timeout=limit)
+        proc = procs.capture(lab.ns(client), argv, timeout=limit, env=pyhelper.env())
     except subprocess.TimeoutExpired:  # a slow emulated VM: a verdict that says so, not a crash of verify
         return {"error": f"the traffic generator in {client} did not finish within {limit:.0f} s", "ok": 0,
                 "failed": count}

@@ -4,11 +4,11 @@ the fix in the lab's YAML terms. Every cause comes from evidence, never from whi
 """
 
 import json
-import sys
 import time
 from dataclasses import dataclass, field
 from ipaddress import ip_address, ip_network
 
+from .. import pyhelper
 from ..kernel import addrs, inspect, observe, procs
 from ..kernel.session import Session
 from ..model import reach
@@ -172,15 +172,15 @@ def _capture(rlab, session, client, target, count, timeout):
     its JSON result). Neighbour caches are flushed first, so every first packet to a neighbour shows ARP."""
     for node in rlab.topology.nodes:
         addrs.flush_neighbours(session, rlab.ns(node.name))
-    argv = [sys.executable, "-m", "nslab.verify.traffic", target.kind, "--target", str(target), "--count", str(count),
-            "--timeout", str(timeout), "--concurrency", str(count)]
+    argv = pyhelper.argv("nslab.verify.traffic", target.kind, "--target", str(target), "--count", str(count),
+                         "--timeout", str(timeout), "--concurrency", str(count))
     # a socket bound to an interface that is down (a tunl0 taken down) fails every read: leave those out
     up = {(tap.ns, tap.ifname) for tap in rlab.taps if not tap.in_fabric
           for i in observe.interfaces(session, tap.ns) if i["name"] == tap.ifname and i["up"]}
     taps = [tap for tap in rlab.taps if tap.in_fabric or (tap.ns, tap.ifname) in up]
     cap = Capture(taps, max_seconds=BUDGET + 30).start()
     try:
-        proc = procs.capture(rlab.ns(client), argv, timeout=BUDGET)
+        proc = procs.capture(rlab.ns(client), argv, timeout=BUDGET, env=pyhelper.env())
         seen = -1
         while cap.seen != seen:  # wait for quiet: replies and retransmissions still in flight
             seen = cap.seen

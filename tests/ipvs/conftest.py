@@ -1,11 +1,10 @@
 """The IPVS tier: runs where the kernel has IPVS (inside `nslab vm` on hosts without it)."""
 
 import json
-import sys
 
 import pytest
 
-from nslab import model
+from nslab import model, pyhelper
 from nslab.kernel import netns
 
 
@@ -28,9 +27,9 @@ def topology(root_dir, name, edit=None, lab=None):
 
 
 def http(lab, node, target, count=60, concurrency=10):
-    out = lab.run(node, [sys.executable, "-m", "nslab.verify.traffic", "http", "--target", target,
-                         "--count", str(count), "--concurrency", str(concurrency), "--timeout", "10"],
-                  timeout=300)
+    out = lab.run(node, pyhelper.argv("nslab.verify.traffic", "http", "--target", target, "--count", str(count),
+                                      "--concurrency", str(concurrency), "--timeout", "10"),
+                  timeout=300, env=pyhelper.env())
     assert out.stdout, out.stderr
     return json.loads(out.stdout)
 
