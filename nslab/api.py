@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import time
-from .record import field, record
 
 from . import model, state
 from .errors import EnvironmentMissing, KernelError, UsageError
 from .model import names
+from .record import field, record
 
 
 def load_topology(path: str) -> Topology:

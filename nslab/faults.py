@@ -7,12 +7,13 @@ A fault record: {"node", "kind": processes | link | node, "iface" (link), "since
 """
 
 import time
-from .record import field, record
 
 from . import state
 from .errors import UsageError
 from .model import names
 from .plan.actions import Action
+from .record import field, record
+
 
 @record(frozen=False)
 class FaultResult:

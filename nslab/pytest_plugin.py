@@ -17,9 +17,10 @@ import itertools
 import os
 import signal
 import threading
-from .record import replace
 
 import pytest
+
+from .record import replace
 
 _counter = itertools.count()
 _alive = []  # labs the fixture brought up and has not yet taken down (for Ctrl-C)

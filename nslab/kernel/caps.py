@@ -5,11 +5,12 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
-from ..record import record
 from functools import lru_cache
 from pathlib import Path
 
 from nslab import vm
+
+from ..record import record
 
 # Every scheduler IPVS has had in mainline (net/netfilter/ipvs/ip_vs_*.c).
 SCHEDULERS = ("rr", "wrr", "lc", "wlc", "fo", "ovf", "lblc", "lblcr", "dh", "sh", "mh", "sed", "nq", "twos")

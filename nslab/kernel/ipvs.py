@@ -4,10 +4,10 @@ import errno
 import os
 import socket
 import time
-from ..record import replace
 from enum import IntEnum
 
 from ..plan import actions as A
+from ..record import replace
 from . import ipvs_batch as batch
 from . import netns
 

@@ -1,6 +1,5 @@
 """Collects every problem found in a topology, each addressed by its YAML path and line."""
 
-import difflib
 
 from ..errors import TopologyError
 
@@ -30,6 +29,7 @@ class Diagnostics:
         for key in mapping:
             if key in allowed:
                 continue
+            import difflib  # here: only a misspelt key pays for it
             close = difflib.get_close_matches(str(key), list(allowed), n=1)
             hint = f"did you mean '{close[0]}'?" if close else "allowed: " + ", ".join(sorted(allowed))
             self.error(path + (key,), "unknown key", hint)

@@ -5,9 +5,9 @@ Pure: reads only the resolved lab (routes_of, forwards, holders, segments), neve
 a lab declares, not what the kernel does with it, so it warns; `nslab why` proves from packets.
 """
 
-from ..record import record
 from ipaddress import IPv4Address, IPv4Network, ip_address
 
+from ..record import record
 from .diag import dotted
 from .resolve import ResolvedLab, RouteFact, forwards, routes_of
 from .schema import Forward

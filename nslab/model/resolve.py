@@ -7,9 +7,9 @@ it leaves the fact out or None, and model/rules.py reports it. That is what lets
 read the same facts the planner uses.
 """
 
-from ..record import record
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
+from ..record import record
 from . import names
 from .schema import Forward, Health, Node, Topology
 

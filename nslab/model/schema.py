@@ -1,8 +1,9 @@
 """The topology as declared: frozen records (nslab.record), no kernel knowledge."""
 
-from ..record import field, record
 from enum import Enum
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+
+from ..record import field, record
 
 
 class Forward(str, Enum):

@@ -7,8 +7,8 @@ shorthand: one of several forms). build.py reads every key declared here; test_j
 """
 
 import re
-from ..record import field, record
 
+from ..record import field, record
 from .names import LAB_NAME, MAX_LAB, MAX_NODE
 from .schema import APPS, HEALTH_CHECKS, ON_FAILURE, PROTOCOLS, SCHEDULERS, Forward
 from .sysctls import INTERFACE_SYSCTLS, NETNS_SYSCTLS

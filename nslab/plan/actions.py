@@ -1,6 +1,7 @@
 """One small frozen record per kernel change; each prints itself as the commands a student would type."""
 
 import shlex
+
 from .. import pyhelper
 from ..record import field, fields, record
 
