@@ -1,6 +1,5 @@
 """The net.* sysctls a node may set in its own namespace, and the hint for a near miss."""
 
-import difflib
 import re
 
 # The net.* sysctls a node's own namespace has and lets it write. Where this came from: on Linux 6.1
@@ -152,6 +151,7 @@ def sysctl_hint(key: str) -> str | None:
     parts = split_interface_sysctl(key)
     if parts:
         prefix, scope, leaf = parts
+        import difflib  # here: only a near miss pays for it (2 ms of every validate)
         close = difflib.get_close_matches(leaf, INTERFACE_SYSCTLS[prefix], n=1)
         return f"{prefix}{scope}.{close[0]}" if close else None
     return None
