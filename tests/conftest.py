@@ -2,6 +2,7 @@
 nslab never touches the host's own network namespace."""
 
 import contextlib
+import ipaddress
 import json
 import os
 import pathlib
@@ -98,16 +99,26 @@ def _labs_with_state() -> set:
         return set()
 
 
+def _multicast(address: str) -> bool:
+    """The kernel makes a NOARP entry for each multicast group the host sends to (IPv6 above all) and drops
+    it again when idle: the host's own traffic, never a lab's, so snapshots leave them out."""
+    try:
+        return ipaddress.ip_address(address).is_multicast
+    except ValueError:
+        return False
+
+
 def host_snapshot() -> dict:
     """What nslab must never change in the host's own network namespace: links, addresses, routes (all
-    tables, IPv4 and IPv6), static neighbours (dynamic ones come and go with the host's own traffic), the
-    nft ruleset, the sysctls nslab knows, and /run/netns (entry -> mtime, and the labs with a state)."""
+    tables, IPv4 and IPv6), static neighbours (dynamic and multicast ones come and go with the host's own
+    traffic), the nft ruleset, the sysctls nslab knows, and /run/netns (entry -> mtime, and the labs with a
+    state)."""
     snap = {"links": _without(_ip_json("-d", "link", "show"), "stats64", "stats"),
             "addrs": _without(_ip_json("addr", "show")),
             "routes": [_without(_ip_json(*fam, "route", "show", "table", "all"), "expires")
                        for fam in ((), ("-6",))],
             "neighbours": [n for n in _ip_json("neigh", "show", "nud", "all")
-                           if set(n.get("state", [])) & {"PERMANENT", "NOARP"}],
+                           if set(n.get("state", [])) & {"PERMANENT", "NOARP"} and not _multicast(n["dst"])],
             "nft": subprocess.run(["nft", "list", "ruleset"], capture_output=True, text=True).stdout,
             "sysctls": _host_sysctls()}
     entries = {}
