@@ -16,10 +16,10 @@ skips naming `nslab vm -- python3 -m pytest ...`, which runs the same tests in t
 import itertools
 import os
 import signal
-import threading
 
 import pytest
 
+from . import interrupts
 from .record import replace
 
 _counter = itertools.count()
@@ -72,12 +72,7 @@ def end_labs_on_sigterm() -> None:
 
     Only while nslab labs are in use, and only when nobody else handles SIGTERM: pytest itself dies on it
     without running any teardown, which would leave namespaces and processes behind."""
-    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, _interrupt)
-
-
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
+    interrupts.interrupt_on(signal.SIGTERM)
 
 
 def _unique_name(topo) -> str:

@@ -18,6 +18,7 @@ import threading
 import time
 from pathlib import Path
 
+from nslab import interrupts
 from nslab.errors import EnvironmentMissing, NslabError, UsageError
 
 DEFAULT_MEMORY = "1G"
@@ -489,7 +490,9 @@ def run(command: list[str], kernel=None, memory=None, kvm=None, rwdirs=None, cwd
     # A new session lets us end QEMU (vng's grandchild) with vng itself.
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env=env, start_new_session=True)
-    restore = _stop_on_signals()
+    # SIGTERM and SIGHUP (`timeout`, a CI runner, a closed terminal) end the wait like Ctrl-C, so the VM, in a
+    # session of its own that no signal to us reaches, is killed with us
+    restore = interrupts.interrupt_on(signal.SIGTERM, signal.SIGHUP)
     pumps = [threading.Thread(target=_pump, args=(src, dst), daemon=True)
              for src, dst in ((proc.stdout, out), (proc.stderr, err))]
     for t in pumps:
@@ -507,19 +510,6 @@ def run(command: list[str], kernel=None, memory=None, kvm=None, rwdirs=None, cwd
         for t in pumps:
             t.join(timeout=5)
     return status
-
-
-def _stop_on_signals():
-    """Make SIGTERM and SIGHUP (`timeout`, a CI runner, a closed terminal) end the wait like Ctrl-C, so the
-    VM, in a session of its own that no signal to us reaches, is killed with us. Returns what undoes it."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)
-                if signal.getsignal(sig) == signal.SIG_DFL}
-    return lambda: [signal.signal(sig, handler) for sig, handler in previous.items()]
 
 
 def _binary(stream):

@@ -6,7 +6,7 @@ import pathlib
 
 PKG = pathlib.Path(__file__).resolve().parents[2] / "nslab"
 # Higher number = higher layer. vm and state sit beside the kernel: they touch the machine, not netlink.
-LAYERS = {"errors": 0, "record": 0, "pyhelper": 0, "model": 1, "plan": 2, "vm": 3, "state": 3, "kernel": 3, "apps": 3, "verify": 4, "faults": 4,
+LAYERS = {"errors": 0, "record": 0, "pyhelper": 0, "interrupts": 0, "model": 1, "plan": 2, "vm": 3, "state": 3, "kernel": 3, "apps": 3, "verify": 4, "faults": 4,
           "api": 5, "cli": 6, "cli_verify": 6, "cli_faults": 6, "pytest_plugin": 6, "__main__": 7}
 
 
