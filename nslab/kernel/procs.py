@@ -231,8 +231,8 @@ def end(pids, ns: str, grace=2.0) -> None:
 
 def end_all(namespaces, grace=2.0, give_up=15.0) -> int:
     """End every process inside the namespaces, whoever started it (found by namespace identity, not by
-    name or pid file), visitors aside (see visiting), and look again until none is left: a process may fork on SIGTERM, or one may enter
-    meanwhile. SIGTERM first, SIGKILL for whatever is still there after the grace period. Returns how many
+    name or pid file), visitors aside (see visiting), and look again until none is left: a process may fork
+    on SIGTERM, or one may enter meanwhile. SIGTERM first, SIGKILL for whatever is still there after the grace period. Returns how many
     processes were ended; raises KernelError naming those left after give_up seconds."""
     identities = _identities(namespaces)
     ended, sig = set(), signal.SIGTERM
@@ -251,7 +251,8 @@ def end_all(namespaces, grace=2.0, give_up=15.0) -> int:
     return len(ended)
 
 
-LAB_PROCESSES = ("StartApp", "StartKeepalived", "StartProxy")  # the actions that start a lab process of a node
+# The actions that start a lab process of a node, with the kind of process each starts (an app: its own kind).
+LAB_PROCESSES = {"StartApp": None, "StartKeepalived": "keepalived", "StartProxy": "haproxy"}
 
 
 def recorded_processes(entries, ns: str, run_dir: str | None = None) -> list[dict]:
@@ -265,7 +266,7 @@ def recorded_processes(entries, ns: str, run_dir: str | None = None) -> list[dic
         running = bool(pid) and alive_in(pid, ns)
         app = type(a).__name__ == "StartApp"
         status = exit_status(os.path.join(run_dir, app_log(a))) if app and run_dir and not running else None
-        kind = {"StartKeepalived": "keepalived", "StartProxy": "haproxy"}.get(type(a).__name__) or a.kind
+        kind = LAB_PROCESSES[type(a).__name__] or a.kind
         out.append({"kind": kind, "port": getattr(a, "port", None), "pid": pid,
                     "running": running, "exit_status": status, "action": a})
     return out
