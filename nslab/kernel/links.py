@@ -146,18 +146,18 @@ class BridgeExecutor:
     @staticmethod
     def do(s, a):
         made = s.index(a.ns, a.name) is None
-        ageing = {} if a.ageing is None else {"br_ageing_time": a.ageing * 100}  # centiseconds, as the kernel
+        options = {} if a.ageing is None else {"br_ageing_time": a.ageing * 100}  # centiseconds, as the kernel
         if a.vlan_filtering:
-            ageing["br_vlan_filtering"] = 1
+            options["br_vlan_filtering"] = 1
         if made:
-            s.ipr(a.ns).link("add", ifname=a.name, kind="bridge", **ageing)
+            s.ipr(a.ns).link("add", ifname=a.name, kind="bridge", **options)
             s.ipr(a.ns).link("set", index=s.index(a.ns, a.name), state="up")
             return None
         before = {"up": bool(_is_up(s, a.ns, a.name)), "ageing": _ageing(s, a.ns, a.name)}
-        if ageing:
-            s.ipr(a.ns).link("set", index=s.index(a.ns, a.name), kind="bridge", **ageing)
+        if options:
+            s.ipr(a.ns).link("set", index=s.index(a.ns, a.name), kind="bridge", **options)
         s.ipr(a.ns).link("set", index=s.index(a.ns, a.name), state="up")
-        return before if ageing else "was-down"
+        return before if options else "was-down"
 
     @staticmethod
     def undo(s, a, undo_data):
