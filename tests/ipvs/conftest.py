@@ -1,10 +1,11 @@
 """The IPVS tier: runs where the kernel has IPVS (inside `nslab vm` on hosts without it)."""
 
 import json
+import time
 
 import pytest
 
-from nslab import model, pyhelper
+from nslab import api, model, pyhelper
 from nslab.kernel import netns
 
 
@@ -24,6 +25,27 @@ def topology(root_dir, name, edit=None, lab=None):
     if lab:
         text = text.replace(f"name: {name}\n", f"name: {lab}\n", 1)
     return model.loads(text, str(path))
+
+
+def shipped_lab(root_dir, name, lab):
+    """A module fixture's body: the shipped topology `name` up as lab `lab` for the module's tests, then down."""
+    up = api.Lab(topology(root_dir, name, lab=lab))
+    try:
+        up.up()
+        yield up
+    finally:
+        up.down_quietly()
+
+
+def wait_until(view, want: dict, within: float) -> float:
+    """Seconds until view() holds every key: value of want; fails after `within` seconds, showing view()."""
+    start = time.monotonic()
+    while True:
+        now = view()
+        if all(now[k] == v for k, v in want.items()):
+            return time.monotonic() - start
+        assert time.monotonic() - start < within, f"after {within} s: {now}, waiting for {want}"
+        time.sleep(0.1)
 
 
 def http(lab, node, target, count=60, concurrency=10):

@@ -13,7 +13,7 @@ import pytest
 from nslab import api, state
 from nslab.plan import keepalived
 
-from .conftest import http, leftovers, topology
+from .conftest import http, leftovers, shipped_lab, wait_until
 from .prober import Prober, answers_by, errors_in
 
 LAB = "kahl"
@@ -27,12 +27,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def lab():
-    lab = api.Lab(topology(ROOT, "dr-health", lab=LAB))
-    try:
-        lab.up()
-        yield lab
-    finally:
-        lab.down_quietly()
+    yield from shipped_lab(ROOT, "dr-health", LAB)
 
 
 def checker_view(lab) -> dict:
@@ -44,13 +39,7 @@ def checker_view(lab) -> dict:
 
 def wait_for(lab, want: dict, within: float) -> float:
     """Seconds until checker_view(lab) holds every (node: (healthy, weight)) of want; fails after `within`."""
-    start = time.monotonic()
-    while True:
-        view = checker_view(lab)
-        if all(view[n] == w for n, w in want.items()):
-            return time.monotonic() - start
-        assert time.monotonic() - start < within, f"after {within} s: {view}, waiting for {want}"
-        time.sleep(0.1)
+    return wait_until(lambda: checker_view(lab), want, within)
 
 
 def test_a_dead_real_server_gets_no_new_connections_and_comes_back(lab):

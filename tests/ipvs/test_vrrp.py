@@ -11,7 +11,7 @@ import pytest
 from nslab import api, state
 from nslab.plan import keepalived
 
-from .conftest import leftovers, topology
+from .conftest import leftovers, shipped_lab, wait_until
 from .prober import Prober, answers_by, errors_in
 
 LAB = "kaha"
@@ -28,12 +28,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def lab():
-    lab = api.Lab(topology(ROOT, "dr-ha", lab=LAB))
-    try:
-        lab.up()
-        yield lab
-    finally:
-        lab.down_quietly()
+    yield from shipped_lab(ROOT, "dr-ha", LAB)
 
 
 def directors(lab) -> dict:
@@ -43,13 +38,8 @@ def directors(lab) -> dict:
 
 
 def wait_for(lab, want: dict, within: float) -> float:
-    start = time.monotonic()
-    while True:
-        now = directors(lab)
-        if all(now[n] == w for n, w in want.items()):
-            return time.monotonic() - start
-        assert time.monotonic() - start < within, f"after {within} s: {now}, waiting for {want}"
-        time.sleep(0.1)
+    """Seconds until directors(lab) holds every (director: (vrrp state, holds the VIP)) of want."""
+    return wait_until(lambda: directors(lab), want, within)
 
 
 def outage(outcomes, since: float):
