@@ -39,7 +39,7 @@ class Builder:
         return value
 
     def name(self, path, value, pattern, limit, what):
-        if not isinstance(value, str) or not pattern.match(value) or len(value) > limit:
+        if not isinstance(value, str) or not pattern.fullmatch(value) or len(value) > limit:
             self.d.error(path, f"{value!r} is not a valid {what}",
                          f"use up to {limit} characters: {CHARSET[pattern.pattern]}")
             return None
@@ -296,7 +296,7 @@ class Builder:
             if isinstance(value, str) and value.count(":") == 1 and all(value.split(":")):
                 peer = tuple(value.split(":"))
                 if peer == (node, name):
-                    self.d.error(path + ("peer",), f"'{value}' is this interface itself",
+                    self.d.error(path + ("peer",), f"{value!r} is this interface itself",
                                  "a direct link joins two different interfaces: name the other end")
                     peer = None
             else:
@@ -362,7 +362,7 @@ class Builder:
                       loss_pct=float(got.get("loss", 0)), rate_bit=round(got.get("rate", 0)))
 
     def mac(self, path, value):
-        if not isinstance(value, str) or not MAC.match(value.lower()):
+        if not isinstance(value, str) or not MAC.fullmatch(value.lower()):
             self.d.error(path, f"{value!r} is not a MAC address", "e.g. 02:00:00:00:00:01")
             return None
         mac = value.lower()
@@ -410,7 +410,7 @@ class Builder:
         raw = self.mapping(path, raw, "sysctl key to value")
         out = []
         for k, v in raw.items():
-            if not isinstance(k, str) or not SYSCTL_KEY.match(k) or ".." in k:
+            if not isinstance(k, str) or not SYSCTL_KEY.fullmatch(k) or ".." in k:
                 self.d.error(path + (k,), f"{k!r} is not a network sysctl",
                              "only net.* keys live in a node's namespace, e.g. net.ipv4.conf.all.rp_filter")
             elif not netns_sysctl(k):
@@ -456,7 +456,7 @@ class Builder:
         """A `{dnat: PORT, to: IP:PORT, in: IFACE, protocol: tcp}` entry, or None after reporting."""
         for key in ("masquerade", "source"):
             if key in item:
-                self.d.error(p + (key,), f"'{key}' belongs to a masquerade entry, not a port forward (dnat)",
+                self.d.error(p + (key,), f"{key!r} belongs to a masquerade entry, not a port forward (dnat)",
                              "give it an entry of its own")
         port = self.integer(p + ("dnat",), item["dnat"], *_limits(NAT, "dnat"))
         if "to" not in item:
@@ -507,7 +507,7 @@ class Builder:
             self.d.error(path + ("servers",), "names a node twice", "list each server once")
         paths = []
         for prefix, node in self.mapping(path + ("paths",), raw.get("paths"), "path prefix to node").items():
-            if not isinstance(prefix, str) or not PATH_PREFIX.match(prefix):
+            if not isinstance(prefix, str) or not PATH_PREFIX.fullmatch(prefix):
                 self.d.error(path + ("paths", prefix), f"{prefix!r} is not a path prefix", "e.g. /api")
             elif not isinstance(node, str):
                 self.d.error(path + ("paths", prefix), f"{node!r} is not a node name", "e.g. /api: rs2")
@@ -633,18 +633,22 @@ class Builder:
     def vip(self, path, raw, example="vip: 10.0.0.100:80"):
         if raw is None:
             return None, None
-        text = str(raw)
-        host, sep, port = text.rpartition(":")
-        try:
-            if not isinstance(raw, str) or not sep or not (port.isascii() and port.isdigit()):
-                raise ValueError
-            vip, port = IPv4Address(host), int(port)
-            if not 1 <= port <= 65535:
-                raise ValueError
-            return vip, port
-        except ValueError:
-            self.d.error(path, f"{text!r} is not IP:PORT", f"e.g. {example}")
+        found = ip_port(raw)
+        if found is None:
+            self.d.error(path, f"{str(raw)!r} is not IP:PORT", f"e.g. {example}")
             return None, None
+        return found
+
+
+def ip_port(text) -> tuple[IPv4Address, int] | None:
+    """'10.0.0.100:80' -> (IPv4Address, 80); None unless text is an IPv4 address and a port 1-65535."""
+    host, sep, port = text.rpartition(":") if isinstance(text, str) else ("", "", "")
+    try:
+        if not sep or not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
+            return None
+        return IPv4Address(host), int(port)
+    except ValueError:
+        return None
 
 
 _DURATION = {"us": 1, "ms": 1000, "s": 1000000}  # to microseconds

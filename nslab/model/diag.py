@@ -7,7 +7,10 @@ from ..errors import TopologyError
 def dotted(path) -> str:
     out = ""
     for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        if not isinstance(part, int):
+            # A key is the user's text: a newline or an escape sequence in it must not reach the terminal raw.
+            part = part if isinstance(part, str) and part.isprintable() and part else repr(part)
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
     return out
 
 

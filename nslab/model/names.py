@@ -17,7 +17,7 @@ def check_name(name, what: str = "lab") -> str:
     else may get through."""
     from ..errors import UsageError
     limit = MAX_LAB if what == "lab" else MAX_NODE
-    if not isinstance(name, str) or not LAB_NAME.match(name) or len(name) > limit:
+    if not isinstance(name, str) or not LAB_NAME.fullmatch(name) or len(name) > limit:
         raise UsageError(f"{name!r} is not a valid {what} name (up to {limit} lowercase letters and digits, "
                          "'-' between them, starting with a letter)")
     return name

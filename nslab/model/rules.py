@@ -3,6 +3,7 @@
 import difflib
 from ipaddress import IPv4Network
 
+from .build import ip_port
 from .resolve import ResolvedLab
 from .schema import Forward
 
@@ -93,7 +94,7 @@ def _check_proxy(topo, node, d):
                     f"set nodes.{name}.app: http")
     for prefix, name in node.proxy.paths:
         if name not in servers:
-            d.error(path + ("paths", prefix), f"'{name}' is not one of the proxy's servers",
+            d.error(path + ("paths", prefix), f"{name!r} is not one of the proxy's servers",
                     "one of: " + ", ".join(servers))
     if node.app and (node.app.port or 80) == node.proxy.port:
         d.error(path + ("port",), f"{node.name}'s app already listens on port {node.proxy.port}",
@@ -104,9 +105,8 @@ def _check_expect(topo, e, path, d):
     known = ", ".join(n.name for n in topo.nodes)
     if not topo.has_node(e.sender):
         d.error(path + ("from",), f"node '{e.sender}' does not exist", f"one of: {known}")
-    host, sep, port = e.to.rpartition(":")
-    if not (topo.has_node(e.to) or any(s.name == e.to for s in topo.services) or (sep and port.isdigit())):
-        d.error(path + ("to",), f"'{e.to}' is not a node, a service or IP:PORT")
+    if not (topo.has_node(e.to) or any(s.name == e.to for s in topo.services) or ip_port(e.to)):
+        d.error(path + ("to",), f"{e.to!r} is not a node, a service or IP:PORT", "e.g. 10.0.0.100:80")
     for key in ("path", "reply_path"):
         for j, node in enumerate(getattr(e, key)):
             if not topo.has_node(node):
@@ -125,7 +125,7 @@ def _check_share(topo, e, path, d):
     servers = [r.node for r in svc.real_servers]
     for node, _ in e.share:
         if node not in servers:
-            d.error(path + ("share", node), f"'{node}' is not a real server of service '{svc.name}'",
+            d.error(path + ("share", node), f"{node!r} is not a real server of service '{svc.name}'",
                     "one of: " + ", ".join(servers))
     if not any(w for _, w in e.share):
         d.error(path + ("share",), "every weight is 0: nothing could be expected to answer",

@@ -117,7 +117,7 @@ class _Walk:
             if len(self.problems) > before:
                 continue
             if key in out:
-                self.problem(path + (key,), knode, f"'{key}' is given twice (first on line {first_line[key]})",
+                self.problem(path + (key,), knode, f"{key!r} is given twice (first on line {first_line[key]})",
                              "keep one: YAML would silently take the last")
                 continue
             first_line[key] = line

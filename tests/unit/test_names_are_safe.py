@@ -8,7 +8,7 @@ import pytest
 from nslab import api, state
 from nslab.errors import UsageError
 
-BAD = ["..", ".", "a/b", "x/../..", "Dr", "-x", "x-", "a" * 17, "", "dr lab"]
+BAD = ["..", ".", "a/b", "x/../..", "Dr", "-x", "x-", "a" * 17, "", "dr lab", "dr\n"]
 
 
 @pytest.mark.parametrize("name", BAD)
