@@ -341,12 +341,13 @@ class Builder:
             return None
         got = {k: _quantity(raw[k], unit) for k, unit in (("delay", _DURATION), ("jitter", _DURATION),
                                                            ("loss", {"%": 1}), ("rate", _RATE)) if k in raw}
-        hints = {"delay": "e.g. 50ms (us, ms or s)", "jitter": "e.g. 5ms (us, ms or s)",
+        hints = {"delay": "e.g. 50ms (us, ms or s), at most 60s", "jitter": "e.g. 5ms (us, ms or s), at most 60s",
                  "loss": "a percentage from 0% to 100%, e.g. 1%",
-                 "rate": "a number and bit, kbit, mbit or gbit, at least 8bit, e.g. 10mbit"}
+                 "rate": "a number and bit, kbit, mbit or gbit, from 1kbit to 32gbit, e.g. 10mbit"}
         bad = False
         for key, value in got.items():
-            if value is None or (key == "loss" and value > 100) or (key == "rate" and value < 8):
+            lo, hi = _IMPAIR_RANGE[key]
+            if value is None or not lo <= value <= hi:
                 self.d.error(path + (key,), f"{raw[key]!r} is not a {key}", hints[key])
                 bad = True
         if "jitter" in raw and "delay" not in raw:
@@ -652,6 +653,11 @@ def ip_port(text) -> tuple[IPv4Address, int] | None:
 
 
 _DURATION = {"us": 1, "ms": 1000, "s": 1000000}  # to microseconds
+# What netem and tbf can hold (pyroute2 packs them into the kernel's 32-bit fields, and refuses more): a delay
+# in 64 ns ticks (274 s at most), a rate in bytes per second (34 gbit), and tbf's bucket of 1600 bytes in ticks at
+# that rate (below 64 bit/s it takes longer than 274 s to drain). Rounded in, so a limit reads as a plain figure.
+_IMPAIR_RANGE = {"delay": (0, 60_000_000), "jitter": (0, 60_000_000), "loss": (0, 100),
+                 "rate": (1000, 32_000_000_000)}
 _RATE = {"bit": 1, "kbit": 1000, "mbit": 1000000, "gbit": 1000000000}  # to bits per second, as tc counts
 
 
@@ -661,7 +667,8 @@ def _quantity(text, units):
         return None
     for suffix in sorted(units, key=len, reverse=True):
         number = text[:-len(suffix)]
-        if text.endswith(suffix) and number.replace(".", "", 1).isdigit() and number[0].isdigit():
+        # ASCII digits only: str.isdigit() also takes '²' (float() refuses it) and '٥' (which tc would never see)
+        if text.endswith(suffix) and number.isascii() and number.replace(".", "", 1).isdigit() and number[0].isdigit():
             return float(number) * units[suffix]
     return None
 

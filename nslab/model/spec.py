@@ -183,11 +183,14 @@ EXPECT = Obj("expect", "A lab's own claim for `verify`: traffic from a node to a
              ))
 IMPAIR = Obj("impair", "Link impairment on the packets leaving this interface (the kernel's netem, and tbf for a "
               "rate): the loss and delay of a long or bad line. Needs sch_netem (and sch_tbf).", (
-                  Key("delay", Text(pattern=DURATION_TEXT), "Added to every packet, e.g. 50ms (us, ms, s)."),
-                  Key("jitter", Text(pattern=DURATION_TEXT), "The delay varies this much either way, e.g. 5ms; needs "
+                  Key("delay", Text(pattern=DURATION_TEXT), "Added to every packet, e.g. 50ms (us, ms, s); at most "
+                      "60s."),
+                  Key("jitter", Text(pattern=DURATION_TEXT), "The delay varies this much either way, e.g. 5ms (at "
+                      "most 60s); needs "
                       "a delay."),
                   Key("loss", Text(pattern=PERCENT_TEXT), "The share of packets dropped at random, e.g. 1%."),
-                  Key("rate", Text(pattern=RATE_TEXT), "The line's speed, e.g. 10mbit (bit, kbit, mbit, gbit)."),
+                  Key("rate", Text(pattern=RATE_TEXT), "The line's speed, e.g. 10mbit (bit, kbit, mbit, gbit), from "
+                      "1kbit to 32gbit."),
               ), any_of=("delay", "loss", "rate"))
 INTERFACE = Obj("interface", "A network interface of a node: on a switch, on a direct link to another node's "
                 "interface, or the loopback 'lo' (addresses only).", (

@@ -72,3 +72,24 @@ def test_a_line_slower_than_a_request_waits_is_named_when_requests_timed_out():
     assert "3 request(s) timed out" in r.summary and "at least 3000 ms" in r.summary and "2 s" in r.summary
     assert impair.judge_timeouts(slow, {"ok": 3, "errors": {}}) == []  # nothing timed out: nothing to say
     assert impair.judge_timeouts(resolved(), timed_out) == []  # 50 ms: not the line's doing
+
+
+def test_the_limits_validate_takes_fit_the_kernels_fields():
+    """The extremes validate accepts pack into netem's and tbf's 32-bit fields as kernel/tc.py hands them to
+    pyroute2; a step past them (300s, 8bit, 35gbit) did not, and up failed after validate had said ok."""
+    from pyroute2.netlink.rtnl.tcmsg import plugins, tcmsg
+
+    from nslab.kernel.tc import _netem_args
+    from nslab.plan.actions import SetImpair
+
+    def packs(kind, **kw):
+        m = tcmsg()
+        m["attrs"] = [["TCA_KIND", kind], ["TCA_OPTIONS", plugins[kind].get_parameters(kw)]]
+        m.encode()
+
+    for line in ("{delay: 60s, jitter: 60s, loss: 100%, rate: 1kbit}", "{delay: 1us, rate: 32gbit}"):
+        m = resolved(lambda t: t.replace(LINE, line)).impairs[0].impair
+        a = SetImpair(ns="x", dev="eth0", delay_us=m.delay_us, jitter_us=m.jitter_us, loss_pct=m.loss_pct,
+                      rate_bit=m.rate_bit)
+        packs("netem", **_netem_args(a))
+        packs("tbf", rate=f"{a.rate_bit}bit", burst=a.burst, latency=f"{a.TBF_LATENCY_MS}ms")
