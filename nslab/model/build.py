@@ -21,6 +21,7 @@ NAT_KEYS, APP_KEYS, SERVICE_KEYS, RS_KEYS = NAT.names, APP.names, SERVICE.names,
 EXPECT_KEYS, SWITCH_KEYS, HEALTH_KEYS = EXPECT.names, SWITCH.names, HEALTH.names
 IMPAIR_KEYS, PROXY_KEYS = IMPAIR.names, PROXY.names
 PATH_PREFIX = re.compile(PATH_PREFIX_TEXT)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 class Builder:
@@ -114,6 +115,10 @@ class Builder:
         description = raw.get("description") or ""
         if not isinstance(description, str):
             self.d.error(("description",), "must be text")
+        elif _CONTROL.search(description):
+            # status prints it and graph writes it into SVG, where a control character is not allowed
+            self.d.error(("description",), f"{description[:60]!r} holds a control character",
+                         "write one line of plain text")
         switches, switch_settings = self.switches(raw.get("switches"))
         nodes_raw = self.mapping(("nodes",), raw.get("nodes"), "node name to node")
         nodes = tuple(n for n in (self.node(("nodes", k), k, v) for k, v in nodes_raw.items()) if n)

@@ -11,6 +11,7 @@ from .diag import Diagnostics
 MAX_BYTES = 1 << 20  # a topology is a few kilobytes; this keeps /dev/zero or a stray log from eating memory
 MAX_DEPTH = 32  # the deepest real path (nodes.X.exec[0][0]) is 5 levels; far below the recursion limit
 PLAIN_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _COLLECTION_ALIAS = "!nslab/collection-alias"  # stands in for a refused alias until the walk reports it
 
 
@@ -127,7 +128,13 @@ class _Walk:
 
     def scalar(self, node, path):
         try:
-            return self.loader.construct_object(node, deep=True)
+            value = self.loader.construct_object(node, deep=True)
+            if isinstance(value, str) and _SURROGATE.search(value):
+                # "\ud800" is a YAML escape, but no character: printing it, or handing it to the kernel, fails
+                self.problem(path, node, f"{_short(value)} holds half of a UTF-16 surrogate pair, not a character",
+                             "write the character itself, or its \\U escape")
+                return None
+            return value
         except yaml.constructor.ConstructorError as e:
             self.problem(path, node, e.problem or f"tag {node.tag} is not allowed", "remove the tag")
         except Exception:  # noqa: BLE001 - PyYAML's scalar constructors leak ValueError, KeyError, … on bad text
