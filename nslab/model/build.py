@@ -12,7 +12,7 @@ from .schema import (HEALTH_CHECKS, ON_FAILURE, App, Expect, Forward, Health, Im
 from .spec import (APP, APPS, CHARSET, EXPECT, HEALTH, IFNAME, IMPAIR, INTERFACE, LAB_NAME, MAC, MAX_IFNAME, MAX_LAB,
                    MAX_NODE, NAT, NODE, NODE_NAME, PATH_PREFIX_TEXT, PROTOCOLS, PROXY, REAL_SERVER, RESERVED_DEVICES,
                    RESERVED_NODES, ROUTE,
-                   SCHEDULERS, SERVICE, SWITCH, SWITCH_NAME, SYSCTL_KEY, TOPOLOGY)
+                   SCHEDULERS, SERVICE, SWITCH, SWITCH_NAME, SYSCTL_KEY, TOPOLOGY, URL_PATH_TEXT)
 from .sysctls import netns_sysctl, split_interface_sysctl, sysctl_hint, sysctl_value_problem
 
 # The keys each mapping may hold (and the did-you-mean candidates): the spec's.
@@ -21,6 +21,7 @@ NAT_KEYS, APP_KEYS, SERVICE_KEYS, RS_KEYS = NAT.names, APP.names, SERVICE.names,
 EXPECT_KEYS, SWITCH_KEYS, HEALTH_KEYS = EXPECT.names, SWITCH.names, HEALTH.names
 IMPAIR_KEYS, PROXY_KEYS = IMPAIR.names, PROXY.names
 PATH_PREFIX = re.compile(PATH_PREFIX_TEXT)
+URL_PATH = re.compile(URL_PATH_TEXT)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
@@ -395,7 +396,7 @@ class Builder:
             if "to" not in r:
                 self.d.error(p, "missing required key 'to'", "use 'default' or a prefix")
                 continue
-            if "via" not in r and "dev" not in r:
+            if r.get("via") is None and r.get("dev") is None:  # dev: null is no dev: the route was dropped
                 self.d.error(p, "needs 'via' or 'dev'")
                 continue
             to = self.network(p + ("to",), r["to"])
@@ -624,8 +625,9 @@ class Builder:
         self.d.unknown_keys(path, raw, HEALTH_KEYS)
         check = self.choice(path + ("check",), raw.get("check", HEALTH.default("check")), HEALTH_CHECKS, "check")
         url = raw.get("path", HEALTH.default("path"))
-        if not isinstance(url, str) or not url.startswith("/") or any(c.isspace() for c in url):
-            self.d.error(path + ("path",), f"{url!r} is not a URL path", "e.g. path: /health")
+        if not isinstance(url, str) or not URL_PATH.fullmatch(url):
+            self.d.error(path + ("path",), f"{url!r} is not a URL path keepalived can be given",
+                         "e.g. /health: ASCII letters, digits and ._~/?=&%+:@,;*()- only, any other character as %XX")
             url = None
         elif "path" in raw and check == "tcp":
             self.d.error(path + ("path",), "a tcp check opens a connection and asks for no path",
@@ -642,6 +644,12 @@ class Builder:
         found = ip_port(raw)
         if found is None:
             self.d.error(path, f"{str(raw)!r} is not IP:PORT", f"e.g. {example}")
+            return None, None
+        ip = found[0]
+        if ip.is_unspecified or ip.is_multicast or ip.is_loopback or ip == IPv4Address("255.255.255.255"):
+            # the kernel takes these as an address or a DNAT target, and no packet from another node reaches them
+            self.d.error(path, f"{ip} is not an address a host can be reached at (unspecified, loopback, multicast "
+                         "or broadcast)", f"e.g. {example}")
             return None, None
         return found
 

@@ -56,8 +56,14 @@ def check(lab: ResolvedLab, d) -> None:
     for node in topo.nodes:
         if node.proxy:
             _check_proxy(topo, node, d)
+    vips = {}
     for svc in topo.services:
         _check_service(topo, lab.service(svc.name), d)
+        vip = (svc.vip, svc.port, svc.protocol)
+        if vip in vips:  # IPVS holds one virtual service per address, port and protocol: up's second add fails
+            d.error(("services", svc.name, "vip"), f"service '{vips[vip]}' already has {svc.protocol} "
+                    f"{svc.vip}:{svc.port}", "give each service its own VIP or port")
+        vips.setdefault(vip, svc.name)
     for i, e in enumerate(topo.expect):
         _check_expect(topo, e, ("expect", i), d)
 
@@ -138,7 +144,10 @@ def _check_peer(topo, node, iface, ipath, d):
         d.error(ipath + ("peer",), f"node '{pnode}' does not exist")
         return
     other = topo.node(pnode).interface(pif)
-    if other is None:
+    if pif == "lo":  # lo takes addresses only: no link is made to it, and this interface would be left unmade
+        d.error(ipath + ("peer",), f"{pnode}:lo is the loopback interface: a direct link can't end there",
+                f"name another interface of {pnode}, with peer: {node.name}:{iface.name}")
+    elif other is None:
         d.error(ipath + ("peer",), f"node '{pnode}' has no interface '{pif}'",
                 f"add nodes.{pnode}.interfaces.{pif} with peer: {node.name}:{iface.name}")
     elif other.switch or (other.peer and other.peer != (node.name, iface.name)):

@@ -51,6 +51,9 @@ NO_NUL_TEXT = r"^[^\x00]*$"  # exec() refuses a NUL in a word
 COMMAND_TEXT = r"^[^\x00]*[^\s\x00][^\x00]*$"  # some words, no NUL
 SYSCTL_VALUE_TEXT = r"\S"
 PATH_PREFIX_TEXT = r"^/[A-Za-z0-9._~/-]*$"
+# A URL path and query in keepalived.conf, written bare: none of its comment ('#', '!'), quoting, block ('{', '}'),
+# variable ('$') or escape ('\') characters, nothing outside ASCII.
+URL_PATH_TEXT = r"^/[A-Za-z0-9._~/?=&%+:@,;*()-]*$"
 DURATION_TEXT = r"^[0-9]+(\.[0-9]+)?(us|ms|s)$"
 PERCENT_TEXT = r"^(100(\.0+)?|[0-9]{1,2}(\.[0-9]+)?)%$"
 RATE_TEXT = r"^[0-9]+(\.[0-9]+)?(bit|kbit|mbit|gbit)$"
@@ -277,7 +280,7 @@ HEALTH = Obj("health", "keepalived checks each real server and takes a failed on
               "again.", (
                   Key("check", Text(enum=HEALTH_CHECKS), "http: GET `path` must answer 200; tcp: a connection "
                       "must open.", default="http"),
-                  Key("path", Text(pattern=r"^/\S*$"), "The URL path an http check asks for.", default="/"),
+                  Key("path", Text(pattern=URL_PATH_TEXT), "The URL path an http check asks for.", default="/"),
                   Key("interval", Int(1, 3600), "Seconds between two checks of a real server.", default=1),
                   Key("timeout", Int(1, 3600), "Seconds a check may take before it counts as failed.", default=1),
                   Key("retries", Int(0, 100), "Failed checks in a row, after the first, before the real server "
