@@ -53,9 +53,8 @@ def check(lab: ResolvedLab, d) -> None:
             if forward.iface and forward.iface not in names:
                 d.error(npath + ("nat",), f"{node.name} has no interface '{forward.iface}' for a port forward to "
                         "arrive on", "one of: " + ", ".join(names))
-    for node in topo.nodes:
-        if node.proxy:
-            _check_proxy(topo, node, d)
+    for facts in lab.proxies:
+        _check_proxy(topo, topo.node(facts.node), facts, d)
     vips = {}
     for svc in topo.services:
         _check_service(topo, lab.service(svc.name), d)
@@ -88,9 +87,10 @@ def _check_next_hop(node, via, connected, rpath, d):
                 "as a next hop", "use the address of the router on that network")
 
 
-def _check_proxy(topo, node, d):
+def _check_proxy(topo, node, facts, d):
     path = ("nodes", node.name, "proxy")
     servers = node.proxy.servers
+    unaddressed = {name for name, address, _ in facts.servers if address is None}
     for j, name in enumerate(servers):
         if not topo.has_node(name):
             d.error(path + ("servers", j), f"node '{name}' does not exist",
@@ -98,6 +98,9 @@ def _check_proxy(topo, node, d):
         elif not topo.node(name).app or topo.node(name).app.kind != "http":
             d.error(path + ("servers", j), f"{name} has no http app for the proxy to send to",
                     f"set nodes.{name}.app: http")
+        elif name in unaddressed:  # haproxy refuses a server line without one, and up failed starting it
+            d.error(path + ("servers", j), f"{name} has no address for the proxy to send to",
+                    f"give one of nodes.{name}.interfaces an address")
     for prefix, name in node.proxy.paths:
         if name not in servers:
             d.error(path + ("paths", prefix), f"{name!r} is not one of the proxy's servers",
