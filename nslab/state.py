@@ -54,14 +54,21 @@ def _open_dir(path: str, create: bool) -> None:
 
 
 def _open_file(path: str, flags: int, mode: int = 0o600) -> int:
-    """An fd of path, opened without following a symlink, if it is a regular file of ours (StateError if not)."""
+    """An fd of path, opened without following a symlink, if it is a regular file of ours (StateError if not).
+    A FIFO or device in its place is refused without being opened, and O_NONBLOCK keeps one that appears in
+    between from blocking the open (a FIFO with no writer did, forever)."""
+    with contextlib.suppress(FileNotFoundError):
+        if not stat.S_ISREG(os.lstat(path).st_mode) and not stat.S_ISLNK(os.lstat(path).st_mode):
+            raise _refuse(path, "is not a regular file")
     try:
-        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, mode)
     except OSError as e:
         if e.errno == errno.ELOOP:
             raise _refuse(path, "is a symbolic link") from None
         if e.errno == errno.EISDIR:
             raise _refuse(path, "is a directory") from None
+        if e.errno == errno.ENXIO:  # a FIFO with no reader, opened for writing
+            raise _refuse(path, "is not a regular file") from None
         raise
     st = os.fstat(fd)
     problem = ("is not a regular file" if not stat.S_ISREG(st.st_mode) else
@@ -142,7 +149,7 @@ def load(lab: str) -> dict | None:
         data = json.loads(read_file(path))
     except FileNotFoundError:
         return None
-    except ValueError as e:  # bad UTF-8 or bad JSON
+    except (ValueError, RecursionError) as e:  # bad UTF-8, bad JSON, or JSON nested past the parser's depth
         problem = f"unreadable ({type(e).__name__})"
     else:
         problem = _valid(data)
@@ -274,7 +281,7 @@ class Journal:
             action.identity()
             if not self._ours(action):
                 return
-        except (ValueError, KeyError, TypeError, AttributeError):
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
             # The last line of a run killed while writing it, a kind this version doesn't know, or a line
             # nslab never wrote: what it made is left to the mark-based sweep of the lab's namespaces.
             return

@@ -90,6 +90,25 @@ def test_state_and_journal_symlinks_are_refused_never_followed(run_dir, tmp_path
         state.save("lab1", {"lab": "lab1"})
 
 
+@pytest.mark.parametrize("name", ["state.json", "journal", ".lock"])
+def test_a_fifo_in_place_of_a_state_file_is_refused_at_once(run_dir, name):
+    """Opening a FIFO with no writer blocked forever: status, up and down hung on a state.json or journal
+    made one. Reading and writing both refuse it now, without waiting."""
+    state.ensure_dir("lab1")
+    fifo = run_dir / "lab1" / name
+    os.mkfifo(fifo)
+    use = {"state.json": lambda: state.load("lab1"), "journal": lambda: state.Journal("lab1"),
+           ".lock": lambda: state.locked("lab1").__enter__()}[name]
+    with pytest.raises(StateError, match=f"{name} is not a regular file"):
+        use()
+    if name == "journal":  # made between the journal's read and its first write
+        fifo.unlink()
+        journal = state.Journal("lab1")
+        os.mkfifo(fifo)
+        with pytest.raises(StateError, match="journal is not a regular file"):
+            journal.doing(AddNetns("lab1-a", mark="nslab:lab1:a", reason="r"))
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="making a file someone else's needs root")
 def test_files_and_dirs_of_another_user_are_refused(run_dir):
     state.ensure_dir("lab1")
@@ -110,8 +129,9 @@ def test_files_and_dirs_of_another_user_are_refused(run_dir):
     b"\xaf\x00\xff" * 50, b'"x"', b'{"known": []}', b'{"lab": "lab1", "topology": 5, "namespaces": [], "updated": 1}',
     b'{"lab": "lab1", "topology": "name: lab1\\n", "namesp', b'[]',
     b'{"lab": "lab1", "topology": "t", "namespaces": [5], "updated": 1}',
-    b'{"lab": "lab1", "topology": "t", "namespaces": [], "updated": 1, "faults": 5}'],
-    ids=["binary", "string", "known-list", "topology-5", "truncated", "list", "bad-namespaces", "faults-5"])
+    b'{"lab": "lab1", "topology": "t", "namespaces": [], "updated": 1, "faults": 5}', b"[" * 100000 + b"]" * 100000],
+    ids=["binary", "string", "known-list", "topology-5", "truncated", "list", "bad-namespaces", "faults-5",
+         "nested-past-the-parser"])
 def test_garbage_state_is_a_clear_error_that_points_at_down(run_dir, content):
     state.ensure_dir("lab1")
     (run_dir / "lab1" / "state.json").write_bytes(content)
@@ -129,7 +149,8 @@ def test_journal_lines_nslab_never_wrote_are_skipped(run_dir):
              json.dumps({"do": outside.record(), "undo": None}).encode() + b"\n",
              json.dumps({"do": {"kind": "AddNetns", "fields": {"ns": {"a": 1}}}}).encode() + b"\n",
              json.dumps({"do": good.record(), "undo": "t0k"}).encode() + b"\n",
-             json.dumps({"do": app.record(), "undo": 4242}).encode() + b"\n", b'{"do": {"kind": "AddNe']
+             json.dumps({"do": app.record(), "undo": 4242}).encode() + b"\n", b'{"do": ' + b"[" * 100000 + b"\n",
+             b'{"do": {"kind": "AddNe']
     (run_dir / "lab1" / "journal").write_bytes(b"".join(lines))
     steps = state.Journal("lab1").steps()
     assert [(a.ns, u) for a, u in steps] == [("lab1-a", "t0k"), ("lab1-a", 4242)]
