@@ -66,17 +66,20 @@ def list_names() -> list[str]:
 
 
 def _ensure_run_dir() -> None:
-    """Make /run/netns a shared mount point, as `ip netns add` does, so other mount
-    namespaces see namespaces added later. Looked at once a process: mountinfo grows by a line with every
-    namespace, and a big lab creates a thousand."""
+    """Make /run/netns a shared mount point, as `ip netns add` does, so other mount namespaces see namespaces
+    added later. The kernel is asked (making a directory that is no mount point shared fails with EINVAL),
+    not /proc/self/mountinfo: that also lists a /run/netns mount hidden under another one (a tmpfs over
+    /run, as in a container), and then `ip netns add` bound /run/netns over itself, hiding every lab
+    namespace under a copy that `down` could not remove. Once a process: it stays one."""
     global _run_dir_ready
     if _run_dir_ready:
         return
     os.makedirs(NETNS_RUN_DIR, mode=0o755, exist_ok=True)
-    with open("/proc/self/mountinfo") as f:
-        mounted = any(line.split()[4] == NETNS_RUN_DIR for line in f)
-    if not mounted:
-        rundir = NETNS_RUN_DIR.encode()
+    rundir = NETNS_RUN_DIR.encode()
+    ret = _libc.mount(b"none", rundir, None, MS_SHARED | MS_REC, None)
+    if ret != 0:
+        if ctypes.get_errno() != errno.EINVAL:
+            _check(ret, "mount --make-shared /run/netns")
         _check(_libc.mount(rundir, rundir, b"none", MS_BIND | MS_REC, None), "mount --bind /run/netns")
         _check(_libc.mount(b"none", rundir, None, MS_SHARED | MS_REC, None), "mount --make-shared /run/netns")
     _run_dir_ready = True
