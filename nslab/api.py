@@ -196,7 +196,8 @@ def down(lab: str, wait: bool = False) -> DownResult:
             st = {}  # garbage: the journal and the marks still say what to remove
         with state.Journal(lab) as journal, Session() as s:
             steps, pending = journal.steps(), journal.pending()
-            marked = observe.owned_namespaces(s, lab, _known_token(st, journal))
+            token = _known_token(st, journal)
+            marked = observe.owned_namespaces(s, lab, token)
             s.marks.update({ns: names.mark(*owner) for ns, owner in marked.items()})  # read just now
             owned = sorted(marked)
             if not owned and st is None and not steps and not pending:
@@ -212,15 +213,21 @@ def down(lab: str, wait: bool = False) -> DownResult:
             kapply.finish_unfinished(s, journal)
             # Not journalled: the journal goes below, and a down cut short undoes it all again.
             kapply.undo(s, steps, strict=False)
-            stuck = []
+            stuck = {}
             for ns in owned:  # the sweep: marked as this lab's (read above), but not in the journal
                 if netns.exists(ns):
                     s.forget(ns)
                     try:
                         netns.delete(ns)
                     except OSError as e:  # busy (a mount nslab did not make): go on with the rest
-                        stuck.append(f"{ns} ({e.strerror})")
+                        stuck[ns] = e.strerror
+            # Looked at again: a namespace of the lab that a mount hid until a delete uncovered it, or a name
+            # that would not go, is still there; `down` must not say the lab is gone.
+            for ns in set(observe.owned_namespaces(s, lab, token)) | {
+                    n for n in candidates if netns.taken(n) and not netns.exists(n)}:
+                stuck.setdefault(ns, "still there")
             if stuck:  # the journal and state stay, so the next down tries again
+                stuck = [f"{ns} ({why})" for ns, why in sorted(stuck.items())]
                 raise KernelError(f"lab '{lab}': could not remove namespace(s) {', '.join(stuck)}; the rest is "
                                   f"removed. Run `nslab down {lab}` again (or end what holds them)")
         state.remove(lab)

@@ -1,6 +1,7 @@
 """nslab in a mount namespace of its own with a /run of its own, as in a container that mounts a tmpfs over
-/run: labs there live and die apart from the host's /run/netns, and `down --all` there takes down every lab
-it sees and nothing else (so this tier can run it while other labs are up on the machine)."""
+/run: labs there live and die apart from the host's /run/netns, `down --all` there takes down every lab it
+sees and nothing else (so this tier can run it while other labs are up), and mounts nslab did not make
+over a lab's names never make `down` say a lab is gone when it is not."""
 
 import os
 import subprocess
@@ -63,3 +64,21 @@ def test_down_all_takes_down_every_lab_and_nothing_else():
     assert "lab 'pa' removed" in out.stdout and "lab 'pb' removed" in out.stdout, out.stdout
     assert "left: pa-mine\n" in out.stdout, out.stdout
     assert "mine runs\n" in out.stdout and "theirs ended\n" in out.stdout, out.stdout
+
+
+def test_down_never_says_a_lab_is_gone_while_a_namespace_of_it_is_still_there():
+    """A file mounted over a lab namespace's name hides the namespace from `down`'s first look: once its
+    delete took that mount off, the namespace was there again, and `down` said exit 0 all the same."""
+    out = in_private_run(f"""
+        $NSLAB up -q --name ph {ROOT}/topologies/routing.yaml
+        touch /run/over
+        mount --bind /run/over /run/netns/ph-host1
+        $NSLAB down ph || echo first down: $?
+        echo left: $(ls /run/netns)
+        $NSLAB down ph
+        echo left: $(ls /run/netns) $(ls /run/nslab 2>/dev/null)
+    """)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "first down: 1\nleft: ph-host1\n" in out.stdout, out.stdout + out.stderr
+    assert "could not remove namespace(s) ph-host1" in out.stderr, out.stderr
+    assert out.stdout.endswith("left:\n"), out.stdout
