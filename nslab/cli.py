@@ -49,12 +49,12 @@ state under /run/nslab is unsafe), 4 the lab is busy: another up or down holds i
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    try:
+    try:  # a Ctrl-C while the parser is built (a command's first few hundred ms) is an interrupt like any other
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
         return args.func(args) or 0
     except NslabError as e:
         if args.debug:
