@@ -3,6 +3,7 @@
 from ..model import names
 from ..model.resolve import ResolvedLab
 from ..model.schema import Forward
+from ..model.sysctls import split_interface_sysctl
 from . import keepalived
 from .actions import (AddAddress, AddBridge, AddNetns, AddRoute, AddTunnel, AddVeth, AddVlan, BridgeVlan, Dnat,
                       Exec, IpvsDest, IpvsService, Masquerade, SetImpair, StartApp, StartKeepalived, StartProxy,
@@ -31,8 +32,9 @@ class _Sysctls:
 
 
 def _is_interface_key(key: str) -> bool:
-    parts = key.split(".")
-    return len(parts) > 3 and parts[2] == "conf" and parts[3] not in ("all", "default")
+    """A key of one interface (conf.<ifname>.*, neigh.<ifname>.*): it exists only once the link does."""
+    parts = split_interface_sysctl(key)
+    return bool(parts) and parts[1] not in ("all", "default")
 
 
 def plan(rlab: ResolvedLab) -> list:

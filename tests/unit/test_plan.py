@@ -104,3 +104,24 @@ def test_one_sysctl_per_key_and_an_optional_one_never_stops_a_replay():
     # consecutive steps with one reason are printed under one '# reason' line
     why = "# set explicitly so the lab behaves the same on any host (a new namespace inherits the host's values)"
     assert text.count(why) == 4  # once per node, not once per key
+
+
+def test_a_key_of_one_interface_is_set_after_its_link_is_made():
+    """net.ipv4.neigh.eth0.* was set with the node's own keys, before eth0 existed: validate said ok and up
+    failed ('does not exist'); only conf.<ifname>.* keys waited for the links."""
+    topo = model.loads("""\
+name: t
+switches: [lan]
+nodes:
+  a:
+    interfaces: {eth0: {switch: lan, address: 10.0.0.1/24}}
+    sysctls: {net.ipv4.neigh.eth0.base_reachable_time_ms: 5000, net.ipv6.neigh.eth0.retrans_time_ms: 500,
+              net.ipv4.conf.eth0.rp_filter: 2, net.ipv4.neigh.lo.retrans_time_ms: 500, net.ipv4.ip_forward: 1}
+""", "t.yaml")
+    actions = planner.plan(model.resolve(topo))
+    link = next(i for i, a in enumerate(actions) if isinstance(a, AddVeth) and a.peer_ns == "t-a")
+    at = {a.key: i for i, a in enumerate(actions) if type(a).__name__ == "Sysctl" and a.ns == "t-a"}
+    eth0_keys = ("net.ipv4.neigh.eth0.base_reachable_time_ms", "net.ipv6.neigh.eth0.retrans_time_ms",
+                 "net.ipv4.conf.eth0.rp_filter")
+    assert all(at[k] > link for k in eth0_keys)
+    assert at["net.ipv4.ip_forward"] < link
