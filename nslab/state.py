@@ -53,15 +53,17 @@ def _open_dir(path: str, create: bool) -> None:
         os.close(fd)
 
 
-def _open_file(path: str, flags: int, mode: int = 0o600) -> int:
-    """An fd of path, opened without following a symlink, if it is a regular file of ours (StateError if not).
+def open_file(path: str, flags: int, mode: int = 0o600) -> int:
+    """An fd of path, opened without following a symlink, if it is a regular file of ours with one link
+    (StateError if not): the lab's state, journal and lock, and the logs and configs of its lab processes.
     A FIFO or device in its place is refused without being opened, and O_NONBLOCK keeps one that appears in
-    between from blocking the open (a FIFO with no writer did, forever)."""
+    between from blocking the open (a FIFO with no writer did, forever). O_TRUNC waits for the checks: a hard
+    link to a file elsewhere must not be emptied before it is refused."""
     with contextlib.suppress(FileNotFoundError):
         if not stat.S_ISREG(os.lstat(path).st_mode) and not stat.S_ISLNK(os.lstat(path).st_mode):
             raise _refuse(path, "is not a regular file")
     try:
-        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, mode)
+        fd = os.open(path, (flags & ~os.O_TRUNC) | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, mode)
     except OSError as e:
         if e.errno == errno.ELOOP:
             raise _refuse(path, "is a symbolic link") from None
@@ -73,16 +75,19 @@ def _open_file(path: str, flags: int, mode: int = 0o600) -> int:
     st = os.fstat(fd)
     problem = ("is not a regular file" if not stat.S_ISREG(st.st_mode) else
                f"belongs to uid {st.st_uid}, not to uid {os.geteuid()} (nslab's)" if st.st_uid != os.geteuid()
-               else None)
+               else f"has {st.st_nlink} hard links (a file nslab made has one; writing it would change another)"
+               if st.st_nlink != 1 else None)
     if problem:
         os.close(fd)
         raise _refuse(path, problem)
+    if flags & os.O_TRUNC:
+        os.ftruncate(fd, 0)
     return fd
 
 
 def read_file(path: str) -> bytes:
-    """The bytes of a state file (see _open_file); FileNotFoundError if there is none."""
-    fd = _open_file(path, os.O_RDONLY)
+    """The bytes of a state file (see open_file); FileNotFoundError if there is none."""
+    fd = open_file(path, os.O_RDONLY)
     with os.fdopen(fd, "rb") as f:
         return f.read()
 
@@ -219,7 +224,7 @@ def locked(lab: str, wait: bool = False):
     command; with wait=True it waits for the lock instead."""
     while True:
         path = os.path.join(ensure_dir(lab), LOCK)
-        fd = _open_file(path, os.O_RDWR | os.O_CREAT)
+        fd = open_file(path, os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
@@ -321,7 +326,7 @@ class Journal:
 
     def _write(self, texts: list[str]) -> None:
         if self._fd is None:
-            self._fd = _open_file(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+            self._fd = open_file(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         os.write(self._fd, "".join(texts).encode())
 
     def done(self, steps) -> None:

@@ -41,9 +41,7 @@ def start(run_dir: str, action) -> int:
     for path in [*action.pids, *stale]:
         if os.path.exists(path):
             os.unlink(path)
-    with open(os.open(action.conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600),
-              "w") as f:
-        f.write(action.config)
+    procs.write_config(action.conf, action.config)
     log_path = os.path.join(run_dir, f"{action.node}-keepalived.log")
     try:
         # A session of its own: it outlives `nslab up` and is not hit by its Ctrl-C.

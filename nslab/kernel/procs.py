@@ -7,8 +7,8 @@ import signal
 import subprocess
 import time
 
-from .. import pyhelper
-from ..errors import KernelError
+from .. import pyhelper, state
+from ..errors import KernelError, StateError
 from . import netns
 
 APP_READY_TIMEOUT = 120  # seconds; Python inside an emulated VM starts 20-50x slower
@@ -83,16 +83,22 @@ def _read_until_ready(fd: int, timeout: float) -> bytes:
 
 
 def open_log(path: str):
-    """The log file opened for appending, never through a symlink."""
-    return open(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600), "ab")
+    """The log file opened for appending, if it is a file of ours (state.open_file; StateError if not)."""
+    return open(state.open_file(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT), "ab")
+
+
+def write_config(path: str, text: str) -> None:
+    """A lab process's configuration, written beside the lab's state (state.open_file; StateError if not ours)."""
+    with open(state.open_file(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "w") as f:
+        f.write(text)
 
 
 def exit_status(log_path: str) -> int | None:
     """The exit status the watcher recorded for the app (128+N: killed by signal N), or None."""
     try:
-        with open(os.open(exit_path(log_path), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)) as f:
+        with open(state.open_file(exit_path(log_path), os.O_RDONLY)) as f:
             text = f.read().strip()
-    except OSError:
+    except (OSError, StateError):
         return None
     return int(text) if text.isdigit() else None
 
@@ -100,9 +106,9 @@ def exit_status(log_path: str) -> int | None:
 def tail(path, lines=5):
     """The last lines of a log, on one line (for error messages)."""
     try:
-        with open(path, errors="replace") as f:
+        with open(state.open_file(path, os.O_RDONLY), errors="replace") as f:
             return " | ".join(f.read().strip().splitlines()[-lines:]) or "(no output)"
-    except OSError:
+    except (OSError, StateError):
         return "(no log)"
 
 
@@ -333,8 +339,7 @@ class ProxyExecutor(LabProcessExecutor):
     @staticmethod
     def do(s, a):
         cfg = os.path.join(s.run_dir, f"{a.node}-haproxy.cfg")
-        with open(os.open(cfg, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600), "w") as f:
-            f.write(a.config)
+        write_config(cfg, a.config)
         log_path = os.path.join(s.run_dir, f"{a.node}-haproxy.log")
         try:
             # A session of its own: it outlives `nslab up` and is not hit by its Ctrl-C.

@@ -109,6 +109,42 @@ def test_a_fifo_in_place_of_a_state_file_is_refused_at_once(run_dir, name):
             journal.doing(AddNetns("lab1-a", mark="nslab:lab1:a", reason="r"))
 
 
+def test_a_hard_link_to_a_file_elsewhere_is_refused_and_the_file_untouched(run_dir, tmp_path):
+    """The lock was truncated and rewritten, the journal appended to, through a hard link a file elsewhere:
+    O_NOFOLLOW stops symlinks only."""
+    state.ensure_dir("lab1")
+    victims = {}
+    for name in ("state.json", "journal", ".lock"):
+        victims[name] = tmp_path / f"victim-{name}"
+        victims[name].write_text("precious")
+        os.link(victims[name], run_dir / "lab1" / name)
+    for name, use in (("state.json", lambda: state.load("lab1")), ("journal", lambda: state.Journal("lab1")),
+                      (".lock", lambda: state.locked("lab1").__enter__())):
+        with pytest.raises(StateError, match=f"{name} has 2 hard links"):
+            use()
+    assert all(v.read_text() == "precious" for v in victims.values())
+
+
+@pytest.mark.parametrize("kind", ["hard link", "symlink", "fifo"])
+def test_lab_process_logs_and_configs_are_written_only_to_files_of_ours(run_dir, tmp_path, kind):
+    """App and haproxy logs, and haproxy's and keepalived's configs, go through state.open_file too: an
+    O_TRUNC open emptied a hard-linked file before anything was checked, and a FIFO blocked the open."""
+    from nslab.kernel import procs
+    state.ensure_dir("lab1")
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    for name in ("b-http.log", "b-haproxy.cfg"):
+        path = run_dir / "lab1" / name
+        {"hard link": lambda: os.link(victim, path), "symlink": lambda: path.symlink_to(victim),
+         "fifo": lambda: os.mkfifo(path)}[kind]()
+    with pytest.raises(StateError):
+        procs.open_log(str(run_dir / "lab1" / "b-http.log"))
+    with pytest.raises(StateError):
+        procs.write_config(str(run_dir / "lab1" / "b-haproxy.cfg"), "global\n")
+    assert procs.tail(str(run_dir / "lab1" / "b-http.log")) == "(no log)"
+    assert victim.read_text() == "precious"
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="making a file someone else's needs root")
 def test_files_and_dirs_of_another_user_are_refused(run_dir):
     state.ensure_dir("lab1")
