@@ -11,11 +11,12 @@ import errno
 import fcntl
 import json
 import os
+import re
 import shutil
 import stat
 
 from .errors import LabBusy, StateError
-from .model.names import RUN_DIR, check_name
+from .model.names import LAB_NAME, RUN_DIR, check_name
 
 STATE = "state.json"
 JOURNAL = "journal"
@@ -139,9 +140,25 @@ def _valid(data) -> str | None:
         return "'source' or 'token' is not a string"
     if not all(isinstance(n, str) for n in data["namespaces"]):
         return "'namespaces' holds something other than names"
-    if not isinstance(data.get("faults", []), list) or not all(isinstance(f, dict) for f in data.get("faults", [])):
-        return "'faults' is not a list of records"
+    if not re.fullmatch("[0-9a-f]*", data.get("token", "")):  # new_token()'s hex; '' in a lab from before tokens
+        return "'token' is not one nslab makes"
+    if not isinstance(data.get("faults", []), list) or not all(_fault(f) for f in data.get("faults", [])):
+        return "'faults' is not a list of the records `nslab fail` writes"
     return None
+
+
+def _fault(f) -> bool:
+    """Whether f is a fault record as nslab/faults.py writes it: status, fail and heal read every field."""
+    if not isinstance(f, dict):
+        return False
+    processes, links = f.get("processes"), f.get("links")
+    return (f.get("kind") in ("processes", "link", "node")
+            and isinstance(f.get("node"), str) and LAB_NAME.fullmatch(f["node"]) is not None
+            and isinstance(f.get("iface"), (str, type(None))) and type(f.get("since")) in (int, float)
+            and 0 <= f["since"] < 2 ** 33 and isinstance(links, dict)
+            and all(isinstance(r, list) for r in links.values()) and isinstance(processes, list)
+            and all(isinstance(p, dict) and isinstance(p.get("action"), dict)
+                    and isinstance(p["action"].get("fields"), dict) and type(p.get("pid")) is int for p in processes))
 
 
 def load(lab: str) -> dict | None:

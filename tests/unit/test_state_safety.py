@@ -165,9 +165,18 @@ def test_files_and_dirs_of_another_user_are_refused(run_dir):
     b"\xaf\x00\xff" * 50, b'"x"', b'{"known": []}', b'{"lab": "lab1", "topology": 5, "namespaces": [], "updated": 1}',
     b'{"lab": "lab1", "topology": "name: lab1\\n", "namesp', b'[]',
     b'{"lab": "lab1", "topology": "t", "namespaces": [5], "updated": 1}',
-    b'{"lab": "lab1", "topology": "t", "namespaces": [], "updated": 1, "faults": 5}', b"[" * 100000 + b"]" * 100000],
+    b'{"lab": "lab1", "topology": "t", "namespaces": [], "updated": 1, "faults": 5}', b"[" * 100000 + b"]" * 100000,
+    b'{"lab": "lab1", "topology": "t", "namespaces": [], "updated": 1, "faults": [{"kind": "link", "node": "a"}]}',
+    b'{"lab": "lab1", "topology": "t", "namespaces": [], "updated": 1, "faults": [{"kind": "node", "node": "../x",'
+    b' "since": 1, "links": {}, "processes": []}]}',
+    b'{"lab": "lab1", "topology": "t", "namespaces": [], "updated": 1, "faults": [{"kind": "node", "node": "a",'
+    b' "since": 1e300, "links": {}, "processes": []}]}',
+    b'{"lab": "lab1", "topology": "t", "namespaces": [], "updated": 1, "faults": [{"kind": "processes", "node": "a",'
+    b' "since": 1, "links": {}, "processes": [{"pid": "1"}]}]}',
+    b'{"lab": "lab1", "topology": "t", "namespaces": [], "updated": 1, "token": "a:b"}'],
     ids=["binary", "string", "known-list", "topology-5", "truncated", "list", "bad-namespaces", "faults-5",
-         "nested-past-the-parser"])
+         "nested-past-the-parser", "fault-without-fields", "fault-node-path", "fault-since-huge", "fault-pid-text",
+         "token-with-colons"])
 def test_garbage_state_is_a_clear_error_that_points_at_down(run_dir, content):
     state.ensure_dir("lab1")
     (run_dir / "lab1" / "state.json").write_bytes(content)
