@@ -23,9 +23,9 @@ def cmd_verify(args):
 def cmd_trace(args):
     trace = api.trace(args.lab, args.source, args.target)
     if args.pcap:
-        trace.write_pcaps(args.pcap)
+        _writing(args.pcap, lambda: trace.write_pcaps(args.pcap))
     if args.svg:
-        trace.write_svg(args.svg)
+        _writing(args.svg, lambda: trace.write_svg(args.svg))
     print(json.dumps(trace.as_dict(), indent=2) if args.json else str(trace))
     if not trace.ok:
         raise CheckFailed(trace.walk.broke)
@@ -46,9 +46,18 @@ def cmd_graph(args):
     if not args.svg:
         raise UsageError("graph needs --svg FILE")
     from .verify import export
-    export.write_graph(topo, args.svg)
+    _writing(args.svg, lambda: export.write_graph(topo, args.svg))
     print(f"wrote {args.svg}")
     return 0
+
+
+def _writing(path, write):
+    """write() an output file the user named: a path that can't be written is theirs to fix (exit 2), where
+    it was an OSError traceback."""
+    try:
+        write()
+    except OSError as e:
+        raise UsageError(f"cannot write {path}: {e.strerror or e}") from None
 
 
 def add_commands(cmd):
