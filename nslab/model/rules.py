@@ -68,6 +68,7 @@ def check(lab: ResolvedLab, d) -> None:
 
 
 ZERONET = IPv4Network("0.0.0.0/8")
+VRRP_MAX_ID = 255
 
 
 def _check_next_hop(node, via, connected, rpath, d):
@@ -168,6 +169,9 @@ def _check_service(topo, svc, d):
         return
     director = topo.node(svc.director)
     _check_keepalived_keys(topo, svc, declared, spath, d)
+    if declared.health and svc.protocol == "udp":  # keepalived's HTTP_GET and TCP_CHECK would fail every server
+        d.error(spath + ("health",), "health checks (http, tcp) open TCP connections, and this service is udp",
+                "remove health, or use protocol: tcp")
     if declared.vip_interface and not director.interface(declared.vip_interface):
         d.error(spath + ("vip_interface",), f"{svc.director} has no interface '{declared.vip_interface}'")
     if not svc.real_servers:
@@ -190,6 +194,10 @@ def _check_service(topo, svc, d):
             d.error(rpath, f"cannot tell which address of {rs.node} the director should use",
                     f"set services.{svc.name}.real_servers.{rs.node}.address")
             continue
+        if svc.method is not Forward.NAT and rs.port != svc.port:
+            # only NAT rewrites the packet: DR and TUN deliver it to the VIP's port, where nothing would listen
+            d.error(rpath + ("port",), f"{svc.method.value.upper()} delivers the request unchanged, to port "
+                    f"{svc.port}: {rs.node} can't serve it on port {rs.port}", "remove port, or use forward: nat")
         if svc.method is Forward.NAT and svc.return_path_check:
             _check_nat_return(topo, svc, rs, rpath, d)
 
@@ -220,6 +228,14 @@ def _check_pair(topo, svc, declared, spath, d) -> bool:
         d.error(dpath + (k,), f"node '{name}' does not exist")
     if missing:
         return False
+    # keepalived takes a virtual_router_id of 1-255 and a priority of 1-254; resolve.py numbers the pairs of a
+    # lab from 1 and gives the master 150, each backup 10 less.
+    if svc.vrrp[0].router_id > VRRP_MAX_ID:
+        d.error(dpath, f"the lab's VRRP pair number {svc.vrrp[0].router_id}: VRRP numbers at most {VRRP_MAX_ID} "
+                "virtual routers on a network", "give fewer services directors, or split the lab")
+    if min(v.priority for v in svc.vrrp) < 1:
+        d.error(dpath, f"{len(svc.directors)} directors: VRRP priorities (150, then 10 less for each backup) "
+                "would fall below 1", f"keep at most {150 // 10} directors")
     if svc.method is Forward.NAT:
         d.error(dpath, "a VRRP pair of NAT directors would need a floating gateway for the real servers' replies, "
                 "which nslab does not set up", "use forward: dr or tun, or keep one director "

@@ -51,3 +51,24 @@ def test_cli_exit_code_2_for_invalid_service(root_dir, tmp_path):
     bad.write_text(load_edited(root_dir, "dr", "vip: 10.0.0.100:80", "vip: 10.0.0.100"))
     out = subprocess.run([sys.executable, "-m", "nslab.cli", "up", str(bad)], capture_output=True, text=True)
     assert out.returncode == 2 and "services.web.vip: '10.0.0.100' is not IP:PORT" in out.stderr
+
+
+def _pairs(services: int, directors: int) -> str:
+    """A lab with `services` DR services, each on a VRRP group of `directors` directors."""
+    names = [f"d{k}" for k in range(directors)]
+    nodes = "".join(f"  {n}: {{interfaces: {{eth0: {{switch: lan, address: 10.0.0.{k + 1}/24}}}}}}\n"
+                    for k, n in enumerate(names))
+    nodes += "  rs1: {interfaces: {eth0: {switch: lan, address: 10.0.0.100/24}}, app: http}\n"
+    svcs = "".join(f"  w{i}: {{directors: [{', '.join(names)}], vip: '10.1.{i // 250}.{i % 250 + 1}:80', "
+                   "forward: dr, real_servers: {rs1: }}\n" for i in range(services))
+    return f"name: t\nswitches: [lan]\nnodes:\n{nodes}services:\n{svcs}"
+
+
+def test_vrrp_ids_and_priorities_stay_within_what_keepalived_takes():
+    """The 256th VRRP service got virtual_router_id 256, and a 16th director priority 0: validate said ok,
+    and keepalived (VRID 1-255, priority 1-254) would refuse the config at up."""
+    model.loads(_pairs(255, 2), "x.yaml")
+    model.loads(_pairs(1, 15), "x.yaml")
+    msg = problems(_pairs(256, 2))
+    assert msg.count("VRRP numbers at most 255") == 1 and "services.w255.directors" in msg
+    assert "VRRP priorities (150, then 10 less for each backup) would fall below 1" in problems(_pairs(1, 16))
