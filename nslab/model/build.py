@@ -496,6 +496,9 @@ class Builder:
                 argv = []
             if any("\x00" in word for word in argv):  # exec() refuses it: `up` would fail
                 self.d.error(path + (i,), f"{cmd!r} contains a NUL character", "remove it")
+            elif any(len(word.encode()) >= MAX_ARG_STRLEN for word in argv):  # exec() fails with E2BIG
+                self.d.error(path + (i,), f"{repr(cmd)[:60]}… has a word longer than the kernel takes for one "
+                             f"argument ({MAX_ARG_STRLEN - 1} bytes)", "shorten it, or read it from a file")
             elif not argv:
                 self.d.error(path + (i,), f"{cmd!r} is not a command", "a string or a list of words")
             else:
@@ -665,6 +668,7 @@ def ip_port(text) -> tuple[IPv4Address, int] | None:
         return None
 
 
+MAX_ARG_STRLEN = 32 * 4096  # the kernel's limit on one word of argv, its NUL included
 _DURATION = {"us": 1, "ms": 1000, "s": 1000000}  # to microseconds
 # What netem and tbf can hold (pyroute2 packs them into the kernel's 32-bit fields, and refuses more): a delay
 # in 64 ns ticks (274 s at most), a rate in bytes per second (34 gbit), and tbf's bucket of 1600 bytes in ticks at

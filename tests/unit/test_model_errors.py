@@ -128,3 +128,16 @@ def test_directory_and_missing_file(tmp_path):
 def test_empty_and_non_mapping_documents():
     for text in ("", "---\n", "[]\n", "42\n", "just text\n"):
         assert errors(text) == ["x.yaml: a topology is a YAML mapping with at least 'name' and 'nodes'"]
+
+
+def test_an_exec_word_past_the_kernels_limit_for_one_argument_is_refused():
+    """A word of 128 KiB or more (MAX_ARG_STRLEN, its NUL included) passed validate, and up failed with
+    'Argument list too long', printing the whole word; 131071 bytes is the longest exec() takes."""
+    def text(word):
+        return GOOD + f"    exec: [[echo, '{word}']]\n"
+    model.loads(text("z" * 131071), "x.yaml")
+    model.loads(text("é" * 65535), "x.yaml")  # bytes count, not characters
+    for word in ("x" * 131072, "é" * 65536):
+        (problem,) = errors(text(word))
+        assert "x.yaml:11: nodes.b.exec[0]:" in problem and "longer than the kernel takes for one argument" in problem
+        assert len(problem) < 300
