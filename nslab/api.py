@@ -610,7 +610,7 @@ class Lab:
 
     def __init__(self, topo, name: str | None = None):
         self.topo = load_topology(topo) if isinstance(topo, str) else topo
-        if name:
+        if name is not None:  # "" is no name either: never the file's own, silently
             from .record import replace
             self.topo = replace(self.topo, name=model.check_name(name))
         self.name = self.topo.name

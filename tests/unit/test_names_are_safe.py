@@ -5,9 +5,10 @@ import sys
 
 import pytest
 
-from nslab import api, state
+from nslab import api, model, state
 from nslab.errors import UsageError
 
+TOPO = model.loads("name: x\nnodes: {a: }\n", "x.yaml")  # `up --name NAME` renames it (api.Lab)
 BAD = ["..", ".", "a/b", "x/../..", "Dr", "-x", "x-", "a" * 17, "", "dr lab", "dr\n"]
 
 
@@ -20,7 +21,7 @@ def test_state_dir_refuses_bad_lab_names(name):
 @pytest.mark.parametrize("name", BAD)
 def test_api_refuses_bad_lab_names_before_touching_anything(name):
     for call in (lambda: api.down(name), lambda: api.topology_of(name), lambda: api.node_namespace(name, "a"),
-                 lambda: api.node_namespace("dr", name)):
+                 lambda: api.node_namespace("dr", name), lambda: api.Lab(TOPO, name=name)):
         with pytest.raises(UsageError):
             call()
 
