@@ -208,24 +208,16 @@ def down(lab: str, wait: bool = False) -> DownResult:
             candidates = set(owned) | {a.ns for a, _ in steps if type(a).__name__ == "AddNetns"} | {
                 a.ns for a in pending}
             existed = sorted(n for n in candidates if netns.taken(n))
-            ended = procs.end_all(owned)  # one pass over /proc for the whole lab, not one per namespace
-            s.emptied.update(owned)
-            kapply.finish_unfinished(s, journal)
-            # Not journalled: the journal goes below, and a down cut short undoes it all again.
-            kapply.undo(s, steps, strict=False)
-            stuck = {}
-            for ns in owned:  # the sweep: marked as this lab's (read above), but not in the journal
-                if netns.exists(ns):
-                    s.forget(ns)
-                    try:
-                        netns.delete(ns)
-                    except OSError as e:  # busy (a mount nslab did not make): go on with the rest
-                        stuck[ns] = e.strerror
-            # Looked at again: a namespace of the lab that a mount hid until a delete uncovered it, or a name
-            # that would not go, is still there; `down` must not say the lab is gone.
-            for ns in set(observe.owned_namespaces(s, lab, token)) | {
-                    n for n in candidates if netns.taken(n) and not netns.exists(n)}:
-                stuck.setdefault(ns, "still there")
+            with netns.held(owned) as inside:  # the namespaces themselves, whatever becomes of their names
+                ended = procs.end_inside(inside)  # one pass over /proc for the whole lab, not one per namespace
+                s.emptied.update(owned)
+                kapply.finish_unfinished(s, journal)
+                # Not journalled: the journal goes below, and a down cut short undoes it all again.
+                kapply.undo(s, steps, strict=False)
+                stuck = _sweep(s, lab, token, owned, candidates)
+                # A process that entered between the first pass and the delete (through a name, or an fd it
+                # opened before) would keep a namespace and all in it alive with no name to find it by.
+                ended += procs.end_inside(inside)
             if stuck:  # the journal and state stay, so the next down tries again
                 stuck = [f"{ns} ({why})" for ns, why in sorted(stuck.items())]
                 raise KernelError(f"lab '{lab}': could not remove namespace(s) {', '.join(stuck)}; the rest is "
@@ -233,6 +225,25 @@ def down(lab: str, wait: bool = False) -> DownResult:
         state.remove(lab)
     gone = [n for n in existed if not netns.taken(n)]
     return DownResult(lab, gone, ended, time.monotonic() - started)
+
+
+def _sweep(s, lab: str, token: str | None, owned: list, candidates: set) -> dict:
+    """Delete what is left of the lab's namespaces that are marked as its own (read before: owned), then look
+    again; return namespace -> why for each that is still there (a mount nslab did not make kept it busy, or
+    hid a namespace of the lab until a delete uncovered it): `down` must not say the lab is gone."""
+    from .kernel import netns, observe
+    stuck = {}
+    for ns in owned:  # marked as this lab's, but not in the journal
+        if netns.exists(ns):
+            s.forget(ns)
+            try:
+                netns.delete(ns)
+            except OSError as e:  # busy: go on with the rest
+                stuck[ns] = e.strerror
+    for ns in set(observe.owned_namespaces(s, lab, token)) | {
+            n for n in candidates if netns.taken(n) and not netns.exists(n)}:
+        stuck.setdefault(ns, "still there")
+    return stuck
 
 
 def down_all(wait: bool = False) -> tuple[list, list]:

@@ -223,6 +223,22 @@ def identities(names) -> dict[tuple, str]:
     return out
 
 
+@contextlib.contextmanager
+def held(names):
+    """Keep the named namespaces alive for the body (an fd open on each), whatever becomes of their names;
+    yields (st_dev, st_ino) -> name of each. While held, no namespace made meanwhile can take the identity of
+    one of them: the kernel gives a freed namespace's inode number to the next one it makes."""
+    fds = {}
+    try:
+        for n in names:
+            with contextlib.suppress(FileNotFoundError):
+                fds[n] = os.open(path(n), os.O_RDONLY | os.O_CLOEXEC)
+        yield {(st.st_dev, st.st_ino): n for n, st in ((n, os.fstat(fd)) for n, fd in fds.items())}
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+
+
 def _scan():
     """(pid, namespace identity) of every process we can see."""
     for entry in os.listdir("/proc"):

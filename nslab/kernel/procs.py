@@ -240,7 +240,12 @@ def end_all(namespaces, grace=2.0, give_up=15.0) -> int:
     name or pid file), visitors aside (see visiting), and look again until none is left: a process may fork
     on SIGTERM, or one may enter meanwhile. SIGTERM first, SIGKILL for whatever is still there after the grace period. Returns how many
     processes were ended; raises KernelError naming those left after give_up seconds."""
-    identities = _identities(namespaces)
+    return end_inside(netns.identities(namespaces), grace, give_up)
+
+
+def end_inside(identities: dict, grace=2.0, give_up=15.0) -> int:
+    """end_all for namespaces given by identity ((st_dev, st_ino) -> name, as netns.identities gives them),
+    which live on after their names are deleted while a process is inside."""
     ended, sig = set(), signal.SIGTERM
     deadline = time.monotonic() + give_up
     while identities:
@@ -249,8 +254,8 @@ def end_all(namespaces, grace=2.0, give_up=15.0) -> int:
         if not pids:
             break
         if time.monotonic() > deadline:
-            raise KernelError(f"{len(pids)} process(es) in {', '.join(sorted(namespaces))} would not end "
-                              f"(pids {', '.join(map(str, sorted(pids)))}); run the command again to retry")
+            raise KernelError(f"{len(pids)} process(es) in {', '.join(sorted(set(identities.values())))} would not "
+                              f"end (pids {', '.join(map(str, sorted(pids)))}); run the command again to retry")
         ended.update(p for p in pids if signal_inside(p, identities, sig))
         _gone(pids, grace if sig == signal.SIGTERM else 0.5)
         sig = signal.SIGKILL  # anything still there, or new since, had its chance

@@ -1,7 +1,8 @@
 """`down` ends what lives in a lab, never a visitor: a process started inside with `nslab exec` and left
 running is ended, while another process that keeps entering the lab's namespaces and going back (an
 `nslab status`, a test run reading counters, as nslab's own code does through netns.entered) survives,
-even when it is inside at the moment `down` looks."""
+even when it is inside at the moment `down` looks; and a process that enters while `down` deletes the
+names is ended too."""
 
 import os
 import signal
@@ -74,3 +75,41 @@ def test_down_ends_a_process_started_with_exec_but_never_a_visitor(make_lab, roo
             if proc.poll() is None:
                 proc.kill()
             proc.wait()
+
+
+# Opens each of the lab's namespaces (as `ip netns exec` opens one before it enters), waits until down has
+# deleted one of their names, enters that namespace and stays: between down's first look and its delete.
+ENTRANT = """
+import os, sys, time
+from nslab.kernel import netns
+fds = {ns: os.open(netns.path(ns), os.O_RDONLY) for ns in sys.argv[1:]}
+print("ready", flush=True)
+while all(os.path.lexists(netns.path(ns)) for ns in fds):
+    time.sleep(0.0005)
+netns.setns(fds[next(ns for ns in fds if not os.path.lexists(netns.path(ns)))])
+time.sleep(3600)
+"""
+
+
+def test_down_ends_a_process_that_enters_while_it_deletes_the_names(make_lab, root_dir):
+    """Such a process kept the namespace, and all in it, alive with no name to find it by: down looked for
+    processes once, before deleting anything, and said exit 0."""
+    lab = make_lab("routing", f"ent{os.getpid() % 1000}")
+    namespaces = sorted(n for n in netns.list_names() if n.startswith(lab.name + "-"))
+    entrant = subprocess.Popen([sys.executable, "-c", ENTRANT, *namespaces], stdout=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONPATH": str(root_dir)})
+    try:
+        assert entrant.stdout.readline().strip() == "ready"
+        result = subprocess.run([sys.executable, "-m", "nslab", "down", lab.name], capture_output=True,
+                                text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        try:
+            entrant.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"a process that entered {lab.name}'s namespaces during down survived it "
+                                 f"(now in {os.readlink(f'/proc/{entrant.pid}/ns/net')})") from None
+        assert not [n for n in netns.list_names() if n.startswith(lab.name + "-")]
+    finally:
+        if entrant.poll() is None:
+            entrant.kill()
+        entrant.wait()
