@@ -286,8 +286,20 @@ def complete(lab: str) -> bool:
 
 
 def resolved(lab: str):
-    """The resolved facts of a running lab (see model/resolve.py). Raises UsageError."""
-    return model.resolve(topology_of(lab))
+    """The resolved facts of a running lab (see model/resolve.py), for the commands that send traffic
+    through it. Raises UsageError for a lab that isn't up, or isn't whole: half-built (an `up` killed,
+    interrupted or still running) or with a namespace gone (deleted by hand), where sniffers and senders
+    would meet namespaces and links that aren't there."""
+    from .kernel import netns
+    rlab = model.resolve(topology_of(lab))
+    if not complete(lab):
+        raise UsageError(f"lab '{lab}' is half-built (an `up` did not finish: killed, interrupted, or still "
+                         f"running): `nslab up FILE` finishes it, `nslab down {lab}` removes it")
+    missing = [ns for ns in state.load(lab)["namespaces"] if not netns.exists(ns)]
+    if missing:
+        raise UsageError(f"lab '{lab}' has lost namespace(s) {', '.join(missing)} (deleted by hand?): "
+                         f"`nslab up FILE` puts back what is missing, `nslab down {lab}` removes the rest")
+    return rlab
 
 
 def topology_of(lab: str) -> Topology:
@@ -471,8 +483,8 @@ def load(lab: str, source: str | None = None, target: str | None = None, count: 
         raise UsageError("the count, the concurrency and the threads must be at least 1")
     if duration is not None and not duration > 0:
         raise UsageError("the duration must be positive")
-    topo = topology_of(lab)
-    rlab = model.resolve(topo)
+    rlab = resolved(lab)
+    topo = rlab.topology
     client = source or run.pick_client(rlab)
     if not topo.has_node(client):
         raise UsageError(f"lab '{lab}' has no node '{client}'")

@@ -13,6 +13,7 @@ import socket
 import struct
 import threading
 import time
+from ..errors import KernelError
 from ..kernel import netns
 from ..model.resolve import Tap
 from .frames import Frame, parse
@@ -62,14 +63,15 @@ class Capture:
         self._thread = None
 
     def start(self) -> "Capture":
-        """Open and bind every socket (raises OSError naming the tap), then start the reader."""
+        """Open and bind every socket (raises KernelError naming the tap), then start the reader."""
         started = time.monotonic()
         try:
             for tap in self.taps:
                 try:
                     self._socks.append((tap, _open(tap, self.rcvbuf)))
-                except OSError as e:
-                    raise OSError(e.errno, f"cannot sniff {tap.ifname} in {tap.ns}: {e.strerror}") from None
+                except OSError as e:  # the lab is not as its file says: an interface deleted by hand
+                    raise KernelError(f"cannot sniff {tap.ifname} in {tap.ns}: {e.strerror}. `nslab status` "
+                                      "shows what the lab holds; `nslab up FILE` puts back what is missing") from None
         except BaseException:
             self._close()
             raise
