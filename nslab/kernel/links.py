@@ -199,6 +199,10 @@ class VethExecutor:
     def do(s, a):
         ipr = s.ipr(a.ns)
         before = None
+        if s.index(a.ns, a.name) is not None and s.index(a.peer_ns, a.peer) is None:
+            # A cable end whose other end is not where it belongs: its namespace was deleted by hand (and lives
+            # on, held by a process) and made again. A cable to nowhere the lab reaches: replace it.
+            _delete_link(s, a.ns, a.name)
         if s.index(a.ns, a.name) is None:
             if s.index(a.peer_ns, a.peer) is not None:
                 raise KernelError(f"{a.peer_ns} already has an interface '{a.peer}' that nslab did not cable")

@@ -2,6 +2,7 @@
 by an `up` killed, a namespace or an interface deleted by hand. Each says what is wrong and how to fix it,
 with its exit code, never a traceback; `up` of the file then makes it whole again where it can."""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -64,4 +65,30 @@ def test_traffic_into_a_lab_with_a_namespace_or_an_interface_deleted_by_hand_say
         assert nslab("verify", lab).returncode == 0
     finally:
         nslab("down", lab)
+    assert not _names(lab)
+
+
+def _app_pid(lab, node):
+    import json
+    st = json.loads(nslab("status", "--json", lab).stdout)
+    return next(app["pid"] for n in st["nodes"] if n["name"] == node for app in n["apps"])
+
+
+def test_up_puts_back_a_namespace_deleted_by_hand_while_its_app_runs():
+    """The app keeps the deleted namespace alive, and with it the far end of the node's cable: `up` found the
+    fabric's end there and failed configuring an end in the new namespace (EINVAL), and rolled back."""
+    lab = f"nw{os.getpid() % 1000}a"
+    assert nslab("up", "-q", "--name", lab, ROUTING).returncode == 0
+    orphan = _app_pid(lab, "host2")
+    try:
+        subprocess.run(["ip", "netns", "delete", f"{lab}-host2"], check=True)
+        up = nslab("up", "-q", "--name", lab, ROUTING)
+        assert up.returncode == 0, up.stderr
+        assert _app_pid(lab, "host2") != orphan
+        assert nslab("verify", lab).returncode == 0
+    finally:
+        nslab("down", lab)
+        with contextlib.suppress(OSError), open(f"/proc/{orphan}/cmdline", "rb") as f:
+            if b"nslab.apps.http" in f.read():  # its namespace has no name: down does not see it
+                os.kill(orphan, signal.SIGKILL)
     assert not _names(lab)
