@@ -180,8 +180,9 @@ def down(lab: str, wait: bool = False) -> DownResult:
     sweeps what is left by name: a namespace is deleted only if it carries this lab's mark (with the token
     its state or journal recorded, if any), so this works without journal or state too (after a crash, a
     kill -9 of `up`, a state file that is garbage). Every process inside the lab's namespaces is ended,
-    whoever started it. Raises UsageError if nothing of the lab exists, LabBusy if another run holds it
-    (unless wait=True), StateError if its state directory is unsafe (a symlink, someone else's).
+    whoever started it, and inside a namespace of the lab deleted by hand that a recorded lab process keeps
+    alive. Raises UsageError if nothing of the lab exists, LabBusy if another run holds it (unless
+    wait=True), StateError if its state directory is unsafe (a symlink, someone else's).
     """
     from .errors import StateError
     from .kernel import netns, observe
@@ -210,6 +211,9 @@ def down(lab: str, wait: bool = False) -> DownResult:
             existed = sorted(n for n in candidates if netns.taken(n))
             with netns.held(owned) as inside:  # the namespaces themselves, whatever becomes of their names
                 ended = procs.end_inside(inside)  # one pass over /proc for the whole lab, not one per namespace
+                lost = procs.lost_namespaces(s, steps, lab, token)
+                with netns.held(lost) as held:  # only if each is still the one found marked (pids are recycled)
+                    ended += procs.end_inside({i: where for i, where in held.items() if lost[where] == i})
                 s.emptied.update(owned)
                 kapply.finish_unfinished(s, journal)
                 # Not journalled: the journal goes below, and a down cut short undoes it all again.

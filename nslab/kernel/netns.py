@@ -40,7 +40,8 @@ def setns(fd: int) -> None:
 
 
 def path(name: str) -> str:
-    return os.path.join(NETNS_RUN_DIR, name)
+    """The file of the named namespace; a path (/proc/PID/ns/net, for a namespace with no name) is its own."""
+    return name if name.startswith("/") else os.path.join(NETNS_RUN_DIR, name)
 
 
 def taken(name: str) -> bool:

@@ -262,6 +262,40 @@ def end_inside(identities: dict, grace=2.0, give_up=15.0) -> int:
     return len(ended)
 
 
+def _identity(path: str) -> tuple | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def lost_namespaces(session, entries, lab: str, token: str | None) -> dict:
+    """/proc/PID/ns/net -> namespace identity, for each lab process the journal records (entries: (action,
+    pid)) that runs in a namespace with no name that carries the lab's mark for its node: that node's
+    namespace, deleted by hand (`ip netns delete`) while the process kept it alive. Nothing else finds it.
+    The host's namespace, and any with a name (the lab's own, or someone else's), are never among them."""
+    from ..model import names
+    named = set(netns.identities(netns.list_names()))
+    host = {_identity("/proc/1/ns/net"), _identity("/proc/self/ns/net")}
+    out = {}
+    for a, pid in entries:
+        if type(a).__name__ not in LAB_PROCESSES or not isinstance(pid, int):
+            continue
+        where = f"/proc/{pid}/ns/net"
+        ident = _identity(where)
+        if ident is None or ident in named or ident in host:
+            continue
+        try:
+            links = session.ipr(where).get_links(1)  # lo
+        except Exception:  # noqa: BLE001 - gone meanwhile: nothing to end
+            continue
+        owner = names.parse_mark(links[0].get("ifalias") if links else None)
+        if owner and (owner.lab, owner.role) == (lab, a.node) and token in (None, owner.token):
+            out[where] = ident
+    return out
+
+
 # The actions that start a lab process of a node, with the kind of process each starts (an app: its own kind).
 LAB_PROCESSES = {"StartApp": None, "StartKeepalived": "keepalived", "StartProxy": "haproxy"}
 

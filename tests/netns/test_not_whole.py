@@ -89,6 +89,42 @@ def test_up_puts_back_a_namespace_deleted_by_hand_while_its_app_runs():
     finally:
         nslab("down", lab)
         with contextlib.suppress(OSError), open(f"/proc/{orphan}/cmdline", "rb") as f:
-            if b"nslab.apps.http" in f.read():  # its namespace has no name: down does not see it
+            if b"nslab.apps.http" in f.read():  # down ends it (see below): only if that fails
                 os.kill(orphan, signal.SIGKILL)
     assert not _names(lab)
+
+
+def _running(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_down_ends_a_lab_process_whose_namespace_was_deleted_by_hand_and_no_other_labs():
+    """`ip netns delete` of a node whose app runs leaves the app, and the namespace it keeps alive, with no
+    name: down found neither, and the app ran on for good. Another lab's app in the same plight is left."""
+    lab, twin = f"nw{os.getpid() % 1000}o", f"nw{os.getpid() % 1000}t"
+    apps = {}
+    try:
+        for name in (lab, twin):
+            assert nslab("up", "-q", "--name", name, ROUTING).returncode == 0
+            apps[name] = _app_pid(name, "host2")
+            subprocess.run(["ip", "netns", "delete", f"{name}-host2"], check=True)
+        down = nslab("down", lab)
+        assert down.returncode == 0, down.stderr
+        deadline = time.monotonic() + 10
+        while _running(apps[lab]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _running(apps[lab]), "the app of a node whose namespace was deleted by hand survived down"
+        assert _running(apps[twin]), "down ended another lab's app"
+        assert nslab("down", twin).returncode == 0
+        assert not _running(apps[twin])
+    finally:
+        for name, pid in apps.items():
+            nslab("down", name)
+            with contextlib.suppress(OSError), open(f"/proc/{pid}/cmdline", "rb") as f:
+                if b"nslab.apps.http" in f.read():
+                    os.kill(pid, signal.SIGKILL)
+    assert not _names(lab) and not _names(twin)
