@@ -9,7 +9,8 @@ def dotted(path) -> str:
     for part in path:
         if not isinstance(part, int):
             # A key is the user's text: a newline or an escape sequence in it must not reach the terminal raw.
-            part = part if isinstance(part, str) and part.isprintable() and part else repr(part)
+            text = str(part)  # a key YAML read as a date, a number or null is named as the file wrote it
+            part = text if text.isprintable() and text else repr(text)
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
     return out
 
