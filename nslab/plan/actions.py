@@ -1,5 +1,6 @@
 """One small frozen record per kernel change; each prints itself as the commands a student would type."""
 
+import re
 import shlex
 
 from .. import pyhelper
@@ -15,6 +16,25 @@ IDENTITY = {
 }
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def shell_word(word: str) -> str:
+    """One argv word as a shell reads it back: shlex.quote, or for a word holding a control character (an exec
+    command may) bash's $'...' with it escaped, so that plan never sends a raw escape sequence to the terminal."""
+    if not _CONTROL.search(word):
+        return shlex.quote(word)
+    return "$'" + "".join(map(_escaped, word)) + "'"
+
+
+def _escaped(c: str) -> str:
+    if c in "\\'":
+        return "\\" + c
+    if _CONTROL.match(c):
+        return f"\\x{ord(c):02x}" if ord(c) < 0x80 else f"\\u{ord(c):04x}"
+    return c
+
+
 @record
 class Action:
     ns: str  # the namespace the change happens in
@@ -24,7 +44,7 @@ class Action:
         raise NotImplementedError
 
     def commands(self) -> list[str]:
-        return [shlex.join(a) for a in self.argvs()]
+        return [" ".join(shell_word(w) for w in a) for a in self.argvs()]
 
     def identity(self) -> tuple:
         """(kind, namespace, the fields that name the object): what the journal and a new plan are matched by."""

@@ -125,3 +125,16 @@ nodes:
                  "net.ipv4.conf.eth0.rp_filter")
     assert all(at[k] > link for k in eth0_keys)
     assert at["net.ipv4.ip_forward"] < link
+
+
+
+def test_plan_prints_a_control_character_escaped_and_bash_reads_the_word_back():
+    """An exec word may hold an escape sequence: plan printed it raw, so the terminal ran it (cleared the
+    screen, recoloured it) instead of showing it; now it is a $'...' word that bash reads back as the same."""
+    topo = model.loads('name: t\nnodes:\n  a:\n    exec: [[printf, "%s|", "\\e[2J\\e[31mred", "tab\\there", '
+                       '"it\'s a \\\\ back\\nslash", "c1 \\x85 \\x9b", plain, "é"]]\n', "t.yaml")
+    line = next(c for a in planner.plan(model.resolve(topo)) for c in a.commands() if "printf" in c)
+    assert not any(c in line for c in "\x1b\t\n\x85\x9b")
+    words = line.removeprefix("ip netns exec t-a ")
+    back = subprocess.run(["bash", "-c", words], capture_output=True, text=True).stdout
+    assert back == "\x1b[2J\x1b[31mred|tab\there|it's a \\ back\nslash|c1 \x85 \x9b|plain|é|"
