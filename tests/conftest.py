@@ -20,6 +20,16 @@ def root_dir():
     return ROOT
 
 
+def shipped_labs(vm: bool) -> list[str]:
+    """The shipped labs (topologies/ and topologies/broken/, paths relative to topologies/) that need the
+    kernel VM (IPVS, ipip, netem, VLANs), or those the host kernel runs."""
+    from nslab import api
+    from nslab.pytest_plugin import needs_of
+    top = ROOT / "topologies"
+    paths = sorted(str(p.relative_to(top)) for p in [*top.glob("*.yaml"), *top.glob("broken/*.yaml")])
+    return [p for p in paths if bool(needs_of(api.load_topology(str(top / p)))) == vm]
+
+
 def pytest_configure(config):
     # nslab's own kernel tiers also make labs without the fixture (replays, CLI runs): a SIGTERM from a
     # timeout must still let their teardown run.
@@ -148,9 +158,9 @@ def _module_devices_aside(before: dict, after: dict) -> dict:
                 addrs=[a for a in after["addrs"] if a.get("ifname") not in new])
 
 
-def host_changes(before: dict, after: dict, lab: str, up: bool = False) -> list[str]:
+def host_changes(before: dict, after: dict, lab: str | None, up: bool = False) -> list[str]:
     """What differs between two host snapshots, as readable lines, attributing /run/netns changes: the lab's
-    own names must be gone (unless it is up), and an entry that is no lab's (no lab with a state is named
+    own names must be gone (unless it is up, or no lab is named), and an entry that is no lab's (no lab with a state is named
     like it) and was there a minute before `before` must still be there (other engineers' labs and tests
     come and go in /run/netns meanwhile). A module's fallback device that appeared is no change (see
     MODULE_DEVICES); nothing else is excused."""
@@ -160,7 +170,7 @@ def host_changes(before: dict, after: dict, lab: str, up: bool = False) -> list[
     out += [f"host sysctl {k} changed: {v} -> {after['sysctls'][k]}"
             for k, v in before["sysctls"].items() if k in after["sysctls"] and after["sysctls"][k] != v]
     out += [f"host sysctl {k} is gone" for k in before["sysctls"] if k not in after["sysctls"]]
-    out += [f"/run/netns/{n} is left behind" for n in after["netns"] if n.startswith(lab + "-") and not up]
+    out += [f"/run/netns/{n} is left behind" for n in after["netns"] if lab and n.startswith(lab + "-") and not up]
     labs = before["labs"] | after["labs"]
     out += [f"/run/netns/{n} (no lab's) is gone" for n, mtime in before["netns"].items()
             if n not in after["netns"] and mtime < before["taken"] - 60 and
@@ -189,6 +199,45 @@ def host_unchanged():
 
     check.snapshot, check.around = host_snapshot, around
     return check
+
+
+# The file of every lab brought up in this process with the host watched around it (watch_the_host);
+# tests/ipvs/test_host_untouched.py reads it at the end of the VM tier.
+WATCHED: set[str] = set()
+
+
+def watch_the_host():
+    """A module fixture's body (autouse in the netns and ipvs tiers): the host stays as it was before the
+    module for every lab the module's tests bring up in this process, by whatever way (Lab, verify, why, the
+    pytest plugin, a module's lab): checked once `up` returns, again just before `down` (after all the test
+    did with the lab: verify, load, fail, heal...), and after the module for what the labs left (see
+    host_changes). api.up and api.down are wrapped, not replaced: the real ones run, and everything in nslab
+    that brings a lab up or down goes through them."""
+    from nslab import api
+    before, mine = host_snapshot(), set()
+    real_up, real_down = api.up, api.down
+
+    def up(topo, *args, **kwargs):
+        result = real_up(topo, *args, **kwargs)
+        changes = host_changes(before, host_snapshot(), topo.name, up=True)
+        assert not changes, f"while {topo.name} is up: " + "\n".join(changes)
+        mine.add(topo.name)
+        WATCHED.add(os.path.abspath(topo.source))
+        return result
+
+    def down(lab, *args, **kwargs):
+        changes = host_changes(before, host_snapshot(), lab, up=True) if lab in mine else []
+        result = real_down(lab, *args, **kwargs)
+        assert not changes, f"while {lab} was up, before its down: " + "\n".join(changes)
+        return result
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(api, "up", up)
+        patch.setattr(api, "down", down)
+        yield
+    after = host_snapshot()
+    changes = [c for lab in [None, *mine] for c in host_changes(before, after, lab)]
+    assert not changes, "after the module: " + "\n".join(dict.fromkeys(changes))
 
 
 def _children() -> list[int]:

@@ -1,19 +1,42 @@
 """The IPVS tier: runs where the kernel has IPVS (inside `nslab vm` on hosts without it)."""
 
 import json
+import os
 import time
 
 import pytest
+from conftest import watch_the_host
 
 from nslab import api, model, pyhelper
 from nslab.kernel import netns
 
+LAST = "test_host_untouched.py::test_every_vm_lab_was_watched"
+_whole_tier = {"deselected": False}
+
 
 def pytest_collection_modifyitems(config, items):
-    """Every test here needs IPVS: nslab's pytest plugin skips them, naming `nslab vm`, where it is missing."""
+    """Every test here needs IPVS: nslab's pytest plugin skips them, naming `nslab vm`, where it is missing.
+    The test of what the tier watched runs last."""
     for item in items:
         if "tests/ipvs" in str(item.fspath):
             item.add_marker(pytest.mark.nslab_needs("ipvs"))
+    items.sort(key=lambda item: item.nodeid.endswith(LAST))
+
+
+def pytest_deselected(items):
+    _whole_tier["deselected"] = True
+
+
+def whole_tier_ran(session) -> bool:
+    """Whether this session collected every test file of the tier and deselected nothing."""
+    here = os.path.dirname(__file__)
+    files = {f for f in os.listdir(here) if f.startswith("test_") and f.endswith(".py")}
+    return not _whole_tier["deselected"] and files <= {os.path.basename(str(i.fspath)) for i in session.items}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def host_untouched_by_every_lab():
+    yield from watch_the_host()
 
 
 def topology(root_dir, name, edit=None, lab=None):

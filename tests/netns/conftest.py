@@ -1,9 +1,7 @@
 """Labs for the host-kernel tier: each test's labs get unique names and are always taken down."""
 
-import json
-import subprocess
-
 import pytest
+from conftest import watch_the_host
 
 
 @pytest.fixture
@@ -13,13 +11,6 @@ def make_lab(nslab_lab, root_dir):
     return lambda topology, name=None: nslab_lab(root_dir / "topologies" / f"{topology}.yaml", name=name)
 
 
-def host_network_snapshot():
-    """The host namespace as `ip -j` shows it: links, addresses, routes (counters left out)."""
-    snap = {}
-    for what in ("link", "addr", "route"):
-        data = json.loads(subprocess.run(["ip", "-j", what], capture_output=True, text=True, check=True).stdout)
-        for entry in data:
-            entry.pop("stats64", None)
-            entry.pop("stats", None)
-        snap[what] = data
-    return snap
+@pytest.fixture(scope="module", autouse=True)
+def host_untouched_by_every_lab():
+    yield from watch_the_host()

@@ -7,14 +7,12 @@ import os
 from dataclasses import replace
 
 import pytest
+from conftest import shipped_labs
 
 from nslab import api
-from nslab.pytest_plugin import needs_of
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..", "topologies")
-LABS = sorted(os.path.relpath(os.path.join(d, f), ROOT) for d in (ROOT, os.path.join(ROOT, "broken"))
-              for f in os.listdir(d) if f.endswith(".yaml"))
-HOST_LABS = [p for p in LABS if not needs_of(api.load_topology(os.path.join(ROOT, p)))]
+HOST_LABS = shipped_labs(vm=False)
 
 
 def test_the_split_covers_every_shipped_lab():

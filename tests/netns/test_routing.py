@@ -7,8 +7,6 @@ import sys
 from nslab import api, state
 from nslab.kernel import netns
 
-from .conftest import host_network_snapshot
-
 
 def nslab(*args):
     return subprocess.run([sys.executable, "-m", "nslab.cli", *args], capture_output=True, text=True, timeout=120)
@@ -36,8 +34,8 @@ def test_up_twice_changes_nothing(make_lab):
     assert again.changed == []
 
 
-def test_down_leaves_nothing_and_host_is_untouched(root_dir):
-    before = host_network_snapshot()
+def test_down_leaves_nothing_and_host_is_untouched(root_dir, host_unchanged):
+    before = host_unchanged.snapshot()
     lab = api.Lab(str(root_dir / "topologies" / "routing.yaml"), name="tdown")
     lab.up()
     namespaces = [n for n in netns.list_names() if n.startswith("tdown-")]
@@ -50,7 +48,7 @@ def test_down_leaves_nothing_and_host_is_untouched(root_dir):
         for pid in found:
             assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
     assert not os.path.exists(state.lab_dir("tdown"))
-    assert host_network_snapshot() == before
+    host_unchanged(before, "tdown")
 
 
 def test_two_copies_side_by_side(make_lab):
