@@ -131,13 +131,16 @@ def host_snapshot() -> dict:
                            if set(n.get("state", [])) & {"PERMANENT", "NOARP"} and not _multicast(n["dst"])],
             "nft": subprocess.run(["nft", "list", "ruleset"], capture_output=True, text=True).stdout,
             "sysctls": _host_sysctls()}
+    return {**snap, **netns_snapshot()}
+
+
+def netns_snapshot() -> dict:
+    """/run/netns (entry -> mtime), the labs with a state, and when they were read."""
     entries = {}
     for name in (os.listdir("/run/netns") if os.path.isdir("/run/netns") else []):
         with contextlib.suppress(OSError):
             entries[name] = os.lstat(os.path.join("/run/netns", name)).st_mtime
-    snap["netns"] = entries
-    snap["labs"], snap["taken"] = _labs_with_state(), time.time()
-    return snap
+    return {"netns": entries, "labs": _labs_with_state(), "taken": time.time()}
 
 
 # Loading the ipip module (the first TUN lab in a kernel that has it as a module, as the VM's does) makes its
@@ -158,24 +161,32 @@ def _module_devices_aside(before: dict, after: dict) -> dict:
                 addrs=[a for a in after["addrs"] if a.get("ifname") not in new])
 
 
-def host_changes(before: dict, after: dict, lab: str | None, up: bool = False) -> list[str]:
-    """What differs between two host snapshots, as readable lines, attributing /run/netns changes: the lab's
-    own names must be gone (unless it is up, or no lab is named), and an entry that is no lab's (no lab with a state is named
-    like it) and was there a minute before `before` must still be there (other engineers' labs and tests
-    come and go in /run/netns meanwhile). A module's fallback device that appeared is no change (see
-    MODULE_DEVICES); nothing else is excused."""
+def host_changes(before: dict, after: dict, lab: str, up: bool = False) -> list[str]:
+    """What differs between two host snapshots, as readable lines (network_changes), attributing /run/netns
+    changes: the lab's own names must be gone (unless it is up), and see netns_gone."""
+    out = network_changes(before, after)
+    out += [f"/run/netns/{n} is left behind" for n in after["netns"] if n.startswith(lab + "-") and not up]
+    return out + netns_gone(before, after)
+
+
+def network_changes(before: dict, after: dict) -> list[str]:
+    """Links, addresses, routes, neighbours, nft and sysctls that differ. A module's fallback device that
+    appeared is no change (see MODULE_DEVICES); nothing else is excused."""
     after = _module_devices_aside(before, after)
     out = [f"host {what} changed:\n  before {before[what]!r}\n  after  {after[what]!r}"
            for what in ("links", "addrs", "routes", "neighbours", "nft") if before[what] != after[what]]
     out += [f"host sysctl {k} changed: {v} -> {after['sysctls'][k]}"
             for k, v in before["sysctls"].items() if k in after["sysctls"] and after["sysctls"][k] != v]
-    out += [f"host sysctl {k} is gone" for k in before["sysctls"] if k not in after["sysctls"]]
-    out += [f"/run/netns/{n} is left behind" for n in after["netns"] if lab and n.startswith(lab + "-") and not up]
+    return out + [f"host sysctl {k} is gone" for k in before["sysctls"] if k not in after["sysctls"]]
+
+
+def netns_gone(before: dict, after: dict) -> list[str]:
+    """/run/netns entries that are no lab's (no lab with a state is named like them), were there a minute
+    before `before` and are gone (other engineers' labs and tests come and go in /run/netns meanwhile)."""
     labs = before["labs"] | after["labs"]
-    out += [f"/run/netns/{n} (no lab's) is gone" for n, mtime in before["netns"].items()
+    return [f"/run/netns/{n} (no lab's) is gone" for n, mtime in before["netns"].items()
             if n not in after["netns"] and mtime < before["taken"] - 60 and
             not any(n.startswith(other + "-") for other in labs)]
-    return out
 
 
 @pytest.fixture
@@ -211,32 +222,38 @@ def watch_the_host():
     module for every lab the module's tests bring up in this process, by whatever way (Lab, verify, why, the
     pytest plugin, a module's lab): checked once `up` returns, again just before `down` (after all the test
     did with the lab: verify, load, fail, heal...), and after the module for what the labs left (see
-    host_changes). api.up and api.down are wrapped, not replaced: the real ones run, and everything in nslab
+    host_changes). /run/netns is compared only across each up and down, as other labs come and go in it
+    meanwhile. api.up and api.down are wrapped, not replaced: the real ones run, and everything in nslab
     that brings a lab up or down goes through them."""
     from nslab import api
     before, mine = host_snapshot(), set()
     real_up, real_down = api.up, api.down
 
     def up(topo, *args, **kwargs):
+        entries = netns_snapshot()
         result = real_up(topo, *args, **kwargs)
-        changes = host_changes(before, host_snapshot(), topo.name, up=True)
+        now = host_snapshot()
+        changes = network_changes(before, now) + netns_gone(entries, now)
         assert not changes, f"while {topo.name} is up: " + "\n".join(changes)
         mine.add(topo.name)
         WATCHED.add(os.path.abspath(topo.source))
         return result
 
     def down(lab, *args, **kwargs):
-        changes = host_changes(before, host_snapshot(), lab, up=True) if lab in mine else []
+        if lab not in mine:
+            return real_down(lab, *args, **kwargs)
+        now = host_snapshot()
         result = real_down(lab, *args, **kwargs)
-        assert not changes, f"while {lab} was up, before its down: " + "\n".join(changes)
+        changes = network_changes(before, now) + host_changes(now, {**now, **netns_snapshot()}, lab)
+        assert not changes, f"while {lab} was up, or by its down: " + "\n".join(changes)
         return result
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(api, "up", up)
         patch.setattr(api, "down", down)
         yield
-    after = host_snapshot()
-    changes = [c for lab in [None, *mine] for c in host_changes(before, after, lab)]
+    after = host_snapshot()  # /run/netns entries gone were checked around each up and down, where they go
+    changes = network_changes(before, after) + [c for lab in mine for c in host_changes(after, after, lab)]
     assert not changes, "after the module: " + "\n".join(dict.fromkeys(changes))
 
 
