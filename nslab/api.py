@@ -375,7 +375,7 @@ def heal(lab: str, node: str, link: str | None = None, whole_node: bool = False)
 
 
 def _service_status(session, topo, svc, connections, settle):
-    from .kernel import ipvs
+    from .kernel import ipvs, netns
     rlab = model.resolve(topo)
     facts = rlab.service(svc.name)
     director, pair = svc.director, None
@@ -390,6 +390,8 @@ def _service_status(session, topo, svc, connections, settle):
              "port": svc.port, "protocol": svc.protocol, "programmed": False, "real_servers": []}
     if pair is not None:
         entry["keepalived"] = pair
+    if not netns.exists(ns):  # a half-built lab (its `up` killed before it made the director): nothing there
+        return entry
     for found in read(session, ns):
         if found["vip"] == str(svc.vip) and found["port"] == svc.port and found["protocol"] == svc.protocol:
             entry.update(programmed=True, scheduler=found["scheduler"], stats=found["stats"])
