@@ -28,8 +28,11 @@ def _namespaces(action) -> set:
 #   fail-after    the step makes its change, then raises before it returns (a failure half-way through)
 #   sigint        a real SIGINT reaches the process before the step changes anything
 #   sigint-after  a real SIGINT reaches it once the step made its change, before the step returns
+#   kill          SIGKILL before the step changes anything: a `kill -9` at a known moment (nothing rolls back)
+#   kill-after    SIGKILL once the step made its change
 FAULT_ENV = "NSLAB_TEST_FAULT"
-FAULT_KINDS = ("fail", "fail-after", "sigint", "sigint-after")
+FAULT_KINDS = ("fail", "fail-after", "sigint", "sigint-after")  # those `up` rolls back
+KILLS = ("kill", "kill-after")
 
 
 def _fault():
@@ -39,14 +42,16 @@ def _fault():
         return None
     step, _, kind = text.partition(":")
     kind = kind or "fail"
-    if not step.isdigit() or int(step) < 1 or kind not in FAULT_KINDS:
-        raise ValueError(f"{FAULT_ENV}={text!r}: expected STEP[:{'|'.join(FAULT_KINDS)}], STEP from 1")
+    if not step.isdigit() or int(step) < 1 or kind not in FAULT_KINDS + KILLS:
+        raise ValueError(f"{FAULT_ENV}={text!r}: expected STEP[:{'|'.join(FAULT_KINDS + KILLS)}], STEP from 1")
     return int(step) - 1, kind
 
 
 def _inject(fault, index: int, after: bool) -> None:
     if fault is None or fault[0] != index or fault[1].endswith("-after") != after:
         return
+    if fault[1] in KILLS:
+        os.kill(os.getpid(), signal.SIGKILL)
     if fault[1].startswith("sigint"):
         signal.raise_signal(signal.SIGINT)  # KeyboardInterrupt, as from a user's Ctrl-C
     raise OSError(errno.EIO, f"fault injected by {FAULT_ENV} (a test hook)")
