@@ -257,6 +257,15 @@ def watch_the_host():
     assert not changes, "after the module: " + "\n".join(dict.fromkeys(changes))
 
 
+def running(pid: int) -> bool:
+    """Whether the process still runs (a zombie does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def _children() -> list[int]:
     """Processes this test process started (apps an in-process `up` spawned) that still run."""
     out = []

@@ -11,7 +11,7 @@ import signal
 from dataclasses import replace
 
 import pytest
-from conftest import lab_leftovers
+from conftest import lab_leftovers, running
 
 from nslab import api
 from nslab.kernel import netns
@@ -41,13 +41,6 @@ def _up_killed_at(topo, k, how) -> int:
     return os.waitpid(pid, 0)[1]
 
 
-def _running(pid) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
 
 @pytest.mark.parametrize("lab", ["dr", "dr-health"])
 def test_up_killed_at_known_moments_then_status_and_down_leave_nothing(root_dir, host_unchanged, lab):
@@ -66,7 +59,7 @@ def test_up_killed_at_known_moments_then_status_and_down_leave_nothing(root_dir,
         seen.append((where, len(made), len(inside)))
         api.down(topo.name)
         assert lab_leftovers(topo.name) == [], where
-        assert not [p for p in inside if _running(p)], f"{where}: processes outlived down"
+        assert not [p for p in inside if running(p)], f"{where}: processes outlived down"
     host_unchanged(before, topo.name, f"after {len(seen)} kills")
     # the moments reached what they are for: a lab without its director yet, and one with processes running
     assert any(made < len(topo.nodes) for _, made, _ in seen) and any(n > 0 for *_, n in seen), seen

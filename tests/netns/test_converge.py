@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 
+from conftest import running
+
 from nslab import api, model, state
 from nslab.kernel import netns
 
@@ -216,13 +218,6 @@ def _lines(path) -> int:
         return 0
 
 
-def _running(pid) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
 
 def _lab_namespaces(name):
     return [n for n in netns.list_names() if n.startswith(name + "-")]
@@ -256,7 +251,7 @@ def test_down_after_kill_9_of_up_part_way_leaves_nothing(tmp_path):
         down = nslab("down", name)
         assert down.returncode == 0, down.stderr
         assert _lab_namespaces(name) == [], f"killed at {lines} lines: {down.stdout} {down.stderr}"
-        assert not [p for p in inside if _running(p)], "a process of the lab outlived down"
+        assert not [p for p in inside if running(p)], "a process of the lab outlived down"
         assert not os.path.exists(state.lab_dir(name))
     assert part_way >= 3, "the kills did not land while up was building"
 

@@ -13,6 +13,8 @@ import traceback  # noqa: F401 - used by the interrupted-create script below
 
 import pytest
 
+from conftest import running
+
 from nslab import api, state
 from nslab.kernel import netns
 
@@ -34,13 +36,6 @@ def lab_namespaces(name):
 def processes_in(name):
     return [p for found in netns.pids_inside(lab_namespaces(name)).values() for p in found]
 
-
-def alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def app_pid(name, node="host2"):
@@ -67,8 +62,8 @@ def test_down_ends_a_process_that_forks_on_sigterm(make_lab):
         assert result.returncode == 0, result.stderr
         # the child it forked on our SIGTERM (sh also reports its foreground sleep 'Terminated')
         forked = int(next(line for line in shell.stderr if line.strip().isdigit()))
-        assert not alive(forked), "the child forked on SIGTERM survived down"
-        assert not [p for p in inside if alive(p)]
+        assert not running(forked), "the child forked on SIGTERM survived down"
+        assert not [p for p in inside if running(p)]
         assert not lab_namespaces(lab.name)
     finally:
         shell.kill()
@@ -104,7 +99,7 @@ def test_lost_state_status_says_so_and_up_does_not_trip_over_the_orphan_app(make
     os.unlink(os.path.join(state.lab_dir(lab.name), "journal"))  # the orphan app's pid is lost with it
     up = nslab("up", "-q", "--name", lab.name, str(root_dir / "topologies" / "routing.yaml"))
     assert up.returncode == 0, up.stderr
-    assert not alive(orphan)
+    assert not running(orphan)
     now = app_pid(lab.name)
     assert now["running"] and now["pid"] != orphan
     servers = [p for p in processes_in(lab.name)
@@ -188,14 +183,14 @@ def test_down_without_state_or_journal_still_removes_the_lab_by_its_marks(make_l
         os.unlink(os.path.join(state.lab_dir(lab.name), name))
     result = nslab("down", lab.name)
     assert result.returncode == 0, result.stderr
-    assert not lab_namespaces(lab.name) and not [p for p in pids if alive(p)]
+    assert not lab_namespaces(lab.name) and not [p for p in pids if running(p)]
 
 
 def test_a_recycled_pid_outside_the_lab_is_never_signalled(make_lab, root_dir, tmp_path):
     lab = make_lab("routing", unique("p"))
     app = app_pid(lab.name)["pid"]
     os.kill(app, signal.SIGKILL)
-    wait_for(lambda: not alive(app))
+    wait_for(lambda: not running(app))
     bystander = subprocess.Popen(["sleep", "3600"])  # outside the lab, as if it had got the app's pid
     try:
         path = os.path.join(state.lab_dir(lab.name), "journal")
@@ -347,7 +342,7 @@ def test_two_labs_with_identical_addresses_work_side_by_side(make_lab):
         assert json.loads(out.stdout)["by_server"] == {"host2": 3}, out.stdout + out.stderr
     a.down()
     assert not lab_namespaces(a.name) and len(lab_namespaces(b.name)) == 5
-    assert all(alive(p) for p in b_pids)
+    assert all(running(p) for p in b_pids)
     assert b.run("host1", ["ping", "-c", "1", "-W", "2", "192.168.2.10"]).returncode == 0
 
 

@@ -13,6 +13,8 @@ import time
 
 import pytest
 
+from conftest import running
+
 from nslab import state
 from nslab.kernel import netns
 
@@ -48,13 +50,6 @@ def _journal_lines(lab) -> int:
 def _namespaces(lab) -> list[str]:
     return [n for n in netns.list_names() if n.startswith(lab + "-")]
 
-
-def _running(pid) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _kill_when(argv, ready, deadline_s=300) -> subprocess.Popen:
@@ -99,7 +94,7 @@ def _down_leaves_nothing(lab, when):
     assert down.returncode == (0 if held else 2), f"{when}, holding {held}: {down.stdout} {down.stderr}"
     assert _namespaces(lab) == [], f"{when}: {down.stdout} {down.stderr}"
     assert not os.path.lexists(state.lab_dir(lab)), f"{when}: state left"
-    assert not [p for p in inside if _running(p)], f"{when}: a process of the lab outlived down"
+    assert not [p for p in inside if running(p)], f"{when}: a process of the lab outlived down"
 
 
 @pytest.fixture

@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 
+from conftest import running
+
 from nslab.kernel import netns
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -94,13 +96,6 @@ def test_up_puts_back_a_namespace_deleted_by_hand_while_its_app_runs():
     assert not _names(lab)
 
 
-def _running(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
 
 def test_down_ends_a_lab_process_whose_namespace_was_deleted_by_hand_and_no_other_labs():
     """`ip netns delete` of a node whose app runs leaves the app, and the namespace it keeps alive, with no
@@ -115,12 +110,12 @@ def test_down_ends_a_lab_process_whose_namespace_was_deleted_by_hand_and_no_othe
         down = nslab("down", lab)
         assert down.returncode == 0, down.stderr
         deadline = time.monotonic() + 10
-        while _running(apps[lab]) and time.monotonic() < deadline:
+        while running(apps[lab]) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not _running(apps[lab]), "the app of a node whose namespace was deleted by hand survived down"
-        assert _running(apps[twin]), "down ended another lab's app"
+        assert not running(apps[lab]), "the app of a node whose namespace was deleted by hand survived down"
+        assert running(apps[twin]), "down ended another lab's app"
         assert nslab("down", twin).returncode == 0
-        assert not _running(apps[twin])
+        assert not running(apps[twin])
     finally:
         for name, pid in apps.items():
             nslab("down", name)

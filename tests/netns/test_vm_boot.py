@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+from conftest import running
+
 from nslab import vm
 
 pytestmark = [
@@ -59,13 +61,6 @@ def _descendants(pid: int) -> dict:
     return found
 
 
-def _running(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
 
 def test_sigterm_of_nslab_vm_leaves_no_qemu_behind():
     # `timeout` and CI runners send SIGTERM; QEMU runs in a session of its own, so nslab vm must end it
@@ -81,7 +76,7 @@ def test_sigterm_of_nslab_vm_leaves_no_qemu_behind():
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
         until = time.monotonic() + 10  # killed ones may take a moment to be reaped by init
-        while (left := {p: n for p, n in below.items() if _running(p)}) and time.monotonic() < until:
+        while (left := {p: n for p, n in below.items() if running(p)}) and time.monotonic() < until:
             time.sleep(0.2)
         assert not left, f"left running after SIGTERM: {left}"
         assert proc.returncode != 0
