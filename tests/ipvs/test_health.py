@@ -96,8 +96,11 @@ def test_a_dead_real_server_gets_no_new_connections_and_comes_back(lab):
     # health-checked services) the kernel ends them and the SYN is scheduled anew.
     assert reused[2] in ("rs2", "rs3"), reused
     assert detected <= BOUND, errors
-    # DR: rs1's kernel answers a SYN with a RST; a request under way when the app stopped was reset
-    assert {e for _, e in errors} <= {"refused", "reset"}, errors
+    # DR: rs1's kernel answers a SYN with a RST; a request under way when the app stopped was reset, or, sent
+    # while the fail ran, closed unanswered by the exiting app (seen once under load: 'empty' at 3.35 s, the
+    # fail running from 3.0 s)
+    assert {e for t, e in errors if t > failed} <= {"refused", "reset"}, errors
+    assert {e for t, e in errors if t <= failed} <= {"refused", "reset", "empty"}, errors
     assert len(errors) <= len(sent) / 2 + 1, (len(errors), len(sent))  # rs1's turn is one in three
     assert "rs1" not in answers_by(outcomes, next(t for t, e in errors if e == "refused"), healing)
     assert set(answers_by(outcomes, errors[-1][0], healing)) == {"rs2", "rs3"}
