@@ -164,9 +164,11 @@ def _module_devices_aside(before: dict, after: dict) -> dict:
 def host_changes(before: dict, after: dict, lab: str, up: bool = False) -> list[str]:
     """What differs between two host snapshots, as readable lines (network_changes), attributing /run/netns
     changes: the lab's own names must be gone (unless it is up), and see netns_gone."""
-    out = network_changes(before, after)
-    out += [f"/run/netns/{n} is left behind" for n in after["netns"] if n.startswith(lab + "-") and not up]
-    return out + netns_gone(before, after)
+    return network_changes(before, after) + ([] if up else left_behind(after, lab)) + netns_gone(before, after)
+
+
+def left_behind(snap: dict, lab: str) -> list[str]:
+    return [f"/run/netns/{n} is left behind" for n in snap["netns"] if n.startswith(lab + "-")]
 
 
 def network_changes(before: dict, after: dict) -> list[str]:
@@ -244,7 +246,8 @@ def watch_the_host():
             return real_down(lab, *args, **kwargs)
         now = host_snapshot()
         result = real_down(lab, *args, **kwargs)
-        changes = network_changes(before, now) + host_changes(now, {**now, **netns_snapshot()}, lab)
+        after = netns_snapshot()
+        changes = network_changes(before, now) + left_behind(after, lab) + netns_gone(now, after)
         assert not changes, f"while {lab} was up, or by its down: " + "\n".join(changes)
         return result
 
@@ -253,7 +256,7 @@ def watch_the_host():
         patch.setattr(api, "down", down)
         yield
     after = host_snapshot()  # /run/netns entries gone were checked around each up and down, where they go
-    changes = network_changes(before, after) + [c for lab in mine for c in host_changes(after, after, lab)]
+    changes = network_changes(before, after) + [c for lab in mine for c in left_behind(after, lab)]
     assert not changes, "after the module: " + "\n".join(dict.fromkeys(changes))
 
 
