@@ -238,8 +238,9 @@ def end(pids, ns: str, grace=2.0) -> None:
 def end_all(namespaces, grace=2.0, give_up=15.0) -> int:
     """End every process inside the namespaces, whoever started it (found by namespace identity, not by
     name or pid file), visitors aside (see visiting), and look again until none is left: a process may fork
-    on SIGTERM, or one may enter meanwhile. SIGTERM first, SIGKILL for whatever is still there after the grace period. Returns how many
-    processes were ended; raises KernelError naming those left after give_up seconds."""
+    on SIGTERM, or one may enter meanwhile. SIGTERM first, SIGKILL for whatever is still there after the
+    grace period. Returns how many processes were ended; raises KernelError naming those left after give_up
+    seconds."""
     return end_inside(netns.identities(namespaces), grace, give_up)
 
 
